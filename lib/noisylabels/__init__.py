@@ -1,0 +1,1 @@
+"""noisylabels: the shared library behind the pipeline's stages (see README.md)."""

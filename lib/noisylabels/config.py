@@ -1,0 +1,327 @@
+"""The params schema: every setting a stage uses is checked here before any work starts.
+
+A stage calls `load_params(path)` and then `resolve_group(params, name)` (or
+`dataset_options(params, name)`); both return plain values or raise `ConfigError` whose
+message is one line naming the key, the value and what is allowed.
+
+Two shapes of run group share one resolved form, `Group`:
+- `main`: the top-level sections `data`, `noise`, `model`, `loss`, `train` (one noise
+  setting, several seeds); this is what `dvc exp run -S loss.alpha=0.1` changes.
+- a paper table group, listed in `groups:` as {table, dataset, method}; its settings come
+  from the table's section: `<table>.noise` (the grid of noise settings and seeds) and
+  `<table>.<dataset>` (model, train and the method's loss).
+Pure Python on purpose: the light stages import it without importing torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from noisylabels.data.sources import CIFAR10_CLASSES, DATASETS
+
+MAIN = "main"
+
+
+class ConfigError(ValueError):
+    """A bad setting; str(error) is the one line shown to the user."""
+
+
+# --- value checks: each takes (key, value) and returns the value or raises ConfigError ---
+
+
+def _fail(key, value, allowed):
+    raise ConfigError(f"{key}={value!r}: {allowed}")
+
+
+def _number(lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
+    kind = "an integer" if integer else "a number"
+    lo_txt = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+    hi_txt = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+    allowed = f"expected {kind} " + " and ".join(t for t in (lo_txt, hi_txt) if t)
+
+    def check(key, value):
+        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type:
+            _fail(key, value, allowed)
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            _fail(key, value, allowed)
+        if hi is not None and (value > hi or (hi_open and value == hi)):
+            _fail(key, value, allowed)
+        return value
+
+    return check
+
+
+def _one_of(*choices):
+    def check(key, value):
+        if value not in choices:
+            _fail(key, value, f"expected one of {', '.join(map(str, choices))}")
+        return value
+
+    return check
+
+
+def _int_list(lo=0, min_len=0):
+    def check(key, value):
+        if not isinstance(value, list) or len(value) < min_len:
+            _fail(key, value, f"expected a list of at least {min_len} integers >= {lo}")
+        for i, v in enumerate(value):
+            _number(lo=lo, integer=True)(f"{key}[{i}]", v)
+        if len(set(value)) != len(value):
+            _fail(key, value, "expected distinct values")
+        return list(value)
+
+    return check
+
+
+def _name_list(choices, min_len):
+    def check(key, value):
+        if not isinstance(value, list) or len(value) < min_len or len(set(value)) != len(value):
+            _fail(key, value, f"expected a list of at least {min_len} distinct names")
+        for i, v in enumerate(value):
+            _one_of(*choices)(f"{key}[{i}]", v)
+        return list(value)
+
+    return check
+
+
+_rate = _number(0, 1, hi_open=True)  # a noise rate of 1 would leave no clean label
+_positive = _number(0, lo_open=True)
+_nonneg = _number(0)
+
+# --- the schema -------------------------------------------------------------------------
+
+NOISE_TYPES = ("symmetric", "symmetric-all", "asymmetric", "pairflip")
+NOISE_DRAWS = ("exact", "per-sample")
+# Data sets with a published class-dependent map (noise.py holds the maps).
+ASYMMETRIC_DATASETS = ("digits", "mnist", "cifar10", "cifar100")
+
+# Loss name -> its hyper-parameters; losses.py implements exactly these (a test checks it).
+LOSSES = {
+    "ce": {},
+    # SCE paper Eq. 7: alpha*CE + beta*RCE, with log 0 := A in RCE (A < 0).
+    "sl": {"alpha": _nonneg, "beta": _nonneg, "A": _number(hi=0, hi_open=True)},
+}
+
+# Model name -> its options; models.py builds exactly these (a test checks it).
+MODELS = {
+    "digits_mlp": {"hidden": _number(1, integer=True), "depth": _number(1, integer=True)},
+    "sce_mnist_cnn": {},
+    "sce_cifar10_cnn": {},
+}
+
+TRAIN = {
+    "epochs": _number(1, integer=True),
+    "batch_size": _number(2, integer=True),  # >= 2: batch norm needs two samples
+    "lr": _positive,
+    "momentum": _number(0, 1, hi_open=True),
+    "weight_decay": _nonneg,
+    "milestones": _int_list(lo=1),
+    "gamma": _number(0, 1, lo_open=True),
+    "device": _one_of("auto", "cpu", "cuda"),
+}
+
+NOISE_COMMON = {
+    "draw": _one_of(*NOISE_DRAWS),
+    # held out from the noisy training set to choose the 'best' epoch (never the test set)
+    "val_fraction": _number(0, 0.5, lo_open=True),
+    "seeds": _int_list(lo=0, min_len=1),
+}
+NOISE_MAIN = {"type": _one_of(*NOISE_TYPES), "rate": _rate, **NOISE_COMMON}
+NOISE_TABLE = {"settings": None, **NOISE_COMMON}  # settings: checked by _noise_settings
+
+DATASET_OPTIONS = {
+    "digits": {"test_fraction": _number(0, 0.5, lo_open=True), "split_seed": _number(0, integer=True)},
+    "mnist": {},
+    "fashion-mnist": {},
+    "cifar10": {},
+    "cifar100": {},
+    # CIFAR-4 of seed 004: CIFAR-10 restricted to these classes, relabelled 0..K-1 in order
+    "cifar4": {"classes": _name_list(CIFAR10_CLASSES, 2)},
+}
+
+
+def _section(key, value, schema):
+    """Check that `value` is a mapping with exactly the schema's keys; return checked copy."""
+    if not isinstance(value, dict):
+        _fail(key, value, f"expected a mapping with keys {', '.join(schema)}")
+    unknown = sorted(set(value) - set(schema))
+    if unknown:
+        k = unknown[0]
+        _fail(f"{key}.{k}", value[k], f"unknown key; allowed keys: {', '.join(schema) or '(none)'}")
+    out = {}
+    for k, check in schema.items():
+        if k not in value:
+            raise ConfigError(f"{key}.{k}: missing")
+        out[k] = check(f"{key}.{k}", value[k]) if check else value[k]
+    return out
+
+
+def _named(key, value, registry, what):
+    """A section with a `name` picking an entry of `registry` plus that entry's options."""
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"{key}.name: missing; expected one of {', '.join(registry)}")
+    name = _one_of(*registry)(f"{key}.name", value["name"])
+    options = _section(key, {k: v for k, v in value.items() if k != "name"}, registry[name])
+    return {"name": name, **options}
+
+
+def _train(key, value):
+    train = _section(key, value, TRAIN)
+    if train["milestones"] != sorted(train["milestones"]) or any(
+        m >= train["epochs"] for m in train["milestones"]
+    ):
+        _fail(f"{key}.milestones", train["milestones"],
+              f"expected increasing epochs below train.epochs={train['epochs']}")
+    return train
+
+
+# --- resolved settings ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoiseSetting:
+    type: str
+    rate: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.type}-{self.rate:g}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training of one model: a noise setting and a seed within a group."""
+
+    setting: NoiseSetting
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.setting.name}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One method on one data set over all its noise settings and seeds."""
+
+    name: str
+    table: str  # the table section (or "main"); also the MLflow experiment name
+    paper: str
+    method: str
+    dataset: str
+    settings: tuple[NoiseSetting, ...]
+    seeds: tuple[int, ...]
+    draw: str
+    val_fraction: float
+    model: dict
+    loss: dict
+    train: dict
+
+    @property
+    def runs(self) -> list[Run]:
+        return [Run(s, seed) for s in self.settings for seed in self.seeds]
+
+
+def load_params(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r}: not found")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"params file {str(path)!r}: not valid YAML ({str(e).splitlines()[0]})")
+    if not isinstance(params, dict):
+        raise ConfigError(f"params file {str(path)!r}: expected a mapping at the top level")
+    return params
+
+
+def _require(params, key):
+    if key not in params:
+        raise ConfigError(f"{key}: missing section in params.yaml")
+    return params[key]
+
+
+def _check_noise_for_dataset(key, setting: NoiseSetting, dataset):
+    if setting.type == "asymmetric" and dataset not in ASYMMETRIC_DATASETS:
+        _fail(key, setting.type,
+              f"data set {dataset!r} has no asymmetric class map "
+              f"(maps exist for: {', '.join(ASYMMETRIC_DATASETS)})")
+
+
+def _noise_settings(key, value, dataset):
+    """`{type: [rates]}` -> a tuple of NoiseSetting, in the order written."""
+    if not isinstance(value, dict) or not value:
+        _fail(key, value, f"expected a mapping from noise type ({', '.join(NOISE_TYPES)}) to a list of rates")
+    settings = []
+    for ntype, rates in value.items():
+        _one_of(*NOISE_TYPES)(f"{key}.{ntype}", ntype)
+        if not isinstance(rates, list) or not rates:
+            _fail(f"{key}.{ntype}", rates, "expected a non-empty list of rates in [0, 1)")
+        for i, r in enumerate(rates):
+            s = NoiseSetting(ntype, float(_rate(f"{key}.{ntype}[{i}]", r)))
+            _check_noise_for_dataset(f"{key}.{ntype}", s, dataset)
+            settings.append(s)
+    return tuple(settings)
+
+
+def dataset_options(params: dict, name: str) -> dict:
+    """The download settings of data set `name` (params section `datasets.<name>`)."""
+    _one_of(*DATASETS)("dataset", name)
+    datasets = _require(params, "datasets")
+    if name not in datasets:
+        raise ConfigError(f"datasets.{name}: missing; every data set used needs an entry in `datasets`")
+    return _section(f"datasets.{name}", datasets[name] or {}, DATASET_OPTIONS[name])
+
+
+def resolve_group(params: dict, name: str) -> Group:
+    """Check and resolve the settings of run group `name` ("main" or a key of `groups`)."""
+    if name == MAIN:
+        data = _section("data", _require(params, "data"), {"name": _one_of(*DATASETS)})
+        noise = _section("noise", _require(params, "noise"), NOISE_MAIN)
+        setting = NoiseSetting(noise["type"], float(noise["rate"]))
+        _check_noise_for_dataset("noise.type", setting, data["name"])
+        loss = _named("loss", _require(params, "loss"), LOSSES, "loss")
+        group = Group(
+            name=MAIN, table=MAIN, paper=MAIN, method=loss["name"], dataset=data["name"],
+            settings=(setting,), seeds=tuple(noise["seeds"]), draw=noise["draw"],
+            val_fraction=noise["val_fraction"],
+            model=_named("model", _require(params, "model"), MODELS, "model"),
+            loss=loss, train=_train("train", _require(params, "train")),
+        )
+    else:
+        groups = _require(params, "groups")
+        if name not in groups:
+            _fail("group", name, f"expected main or one of: {', '.join(groups)}")
+        g = _section(f"groups.{name}", groups[name],
+                     {"table": None, "dataset": _one_of(*DATASETS), "method": None})
+        if not isinstance(params.get(g["table"]), dict):
+            _fail(f"groups.{name}.table", g["table"], "expected the name of a table section in params.yaml")
+        table, tkey, dkey = params[g["table"]], g["table"], f"{g['table']}.{g['dataset']}"
+        noise = _section(f"{tkey}.noise", table.get("noise"), NOISE_TABLE)
+        if g["dataset"] not in table:
+            _fail(f"groups.{name}.dataset", g["dataset"], f"table {tkey!r} has no section {dkey}")
+        ds = _section(dkey, table[g["dataset"]], {"model": None, "train": None, "methods": None})
+        methods = ds["methods"] if isinstance(ds["methods"], dict) else {}
+        if g["method"] not in methods:
+            _fail(f"groups.{name}.method", g["method"], f"expected one of {dkey}.methods: {', '.join(methods)}")
+        mkey = f"{dkey}.methods.{g['method']}"
+        method = _section(mkey, methods[g["method"]], {"loss": None})
+        group = Group(
+            name=name, table=tkey, paper=str(table.get("paper", tkey)), method=g["method"],
+            dataset=g["dataset"],
+            settings=_noise_settings(f"{tkey}.noise.settings", noise["settings"], g["dataset"]),
+            seeds=tuple(noise["seeds"]), draw=noise["draw"], val_fraction=noise["val_fraction"],
+            model=_named(f"{dkey}.model", ds["model"], MODELS, "model"),
+            loss=_named(f"{mkey}.loss", method["loss"], LOSSES, "loss"),
+            train=_train(f"{dkey}.train", ds["train"]),
+        )
+    dataset_options(params, group.dataset)  # the data set must be downloadable too
+    return group
+
+
+def group_names(params: dict) -> list[str]:
+    """Every run group the pipeline trains: main first, then `groups` in order."""
+    return [MAIN, *(params.get("groups") or {})]

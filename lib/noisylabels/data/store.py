@@ -1,0 +1,83 @@
+"""The one on-disk format every data set is stored in (the download stage's output).
+
+data/raw/<name>/
+  train_images.npy  uint8, N x H x W x C      test_images.npy  uint8
+  train_labels.npy  int64, N                  test_labels.npy  int64
+  [train_coarse_labels.npy, test_coarse_labels.npy]   CIFAR-100 super-class labels
+  meta.json         name, classes, source, image shape, sizes, sha256 of every array file
+
+`load` checks the checksums, so a truncated or edited file stops with one clear line.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from noisylabels.data.sources import Arrays, DataError
+from noisylabels.io import atomic_dir, sha256, write_json
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    meta: dict
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    train_coarse_labels: np.ndarray | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def save(out_dir: str | Path, name: str, arrays: Arrays) -> None:
+    files = {
+        "train_images": arrays.train_images, "train_labels": arrays.train_labels,
+        "test_images": arrays.test_images, "test_labels": arrays.test_labels, **arrays.extra,
+    }
+    with atomic_dir(out_dir) as tmp:
+        checksums = {}
+        for key, value in files.items():
+            np.save(tmp / f"{key}.npy", value)
+            checksums[f"{key}.npy"] = sha256(tmp / f"{key}.npy")
+        write_json(tmp / "meta.json", {
+            "name": name,
+            "classes": arrays.classes,
+            "source": arrays.source,
+            "image_shape": list(arrays.train_images.shape[1:]),
+            "n_train": int(len(arrays.train_labels)),
+            "n_test": int(len(arrays.test_labels)),
+            **arrays.extra_meta,
+            "sha256": checksums,
+        })
+
+
+def load(path: str | Path) -> Dataset:
+    path = Path(path)
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path}: missing; run `dvc repro download@{path.name}` first")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{meta_path}: corrupt ({e})") from e
+    arrays = {}
+    for file, digest in meta["sha256"].items():
+        f = path / file
+        if not f.is_file():
+            raise DataError(f"{f}: missing; rerun `dvc repro download@{path.name}`")
+        if sha256(f) != digest:
+            raise DataError(f"{f}: checksum does not match meta.json (corrupt or edited)")
+        arrays[file.removesuffix(".npy")] = np.load(f)
+    return Dataset(
+        name=meta["name"], classes=meta["classes"], meta=meta,
+        train_images=arrays["train_images"], train_labels=arrays["train_labels"],
+        test_images=arrays["test_images"], test_labels=arrays["test_labels"],
+        train_coarse_labels=arrays.get("train_coarse_labels"),
+    )

@@ -1,0 +1,35 @@
+"""Accuracy metrics of one run, computed from its saved predictions (numpy only).
+
+'best' is the epoch with the highest accuracy on the held-out split of the *noisy* training
+data (what a practitioner can see), never the epoch with the highest test accuracy.
+Epochs are numbered from 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(pred == labels)) if len(labels) else float("nan")
+
+
+def classwise_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
+    return [accuracy(pred[labels == c], labels[labels == c]) for c in range(num_classes)]
+
+
+def run_metrics(test_pred, test_labels, val_pred, val_noisy, train_pred, train_noisy, train_true,
+                num_classes: int) -> dict:
+    """test_pred: epochs x n_test, val_pred: epochs x n_val, train_pred: final, on the fitted part."""
+    test_acc = (test_pred == test_labels[None, :]).mean(axis=1)
+    val_acc = (val_pred == val_noisy[None, :]).mean(axis=1)
+    best = int(np.argmax(val_acc))  # first epoch with the top held-out accuracy
+    return {
+        "test_acc_last": float(test_acc[-1]),
+        "test_acc_best": float(test_acc[best]),
+        "best_epoch": best + 1,
+        "val_acc_best": float(val_acc[best]),
+        "train_acc_noisy": accuracy(train_pred, train_noisy),
+        "train_acc_true": accuracy(train_pred, train_true),
+        "classwise_test_acc_last": classwise_accuracy(test_pred[-1], test_labels, num_classes),
+        "test_acc_per_epoch": test_acc.round(6).tolist(),
+    }

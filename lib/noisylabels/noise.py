@@ -1,0 +1,157 @@
+"""Label-noise generators, the held-out split, and the noise stage's on-disk format.
+
+Each noise setting has a nominal transition matrix T (T[i, j] = P(noisy j | true i)):
+- symmetric:      a flipped label goes to a uniformly random *different* class (SCE, APL,
+                  Co-teaching); realized noise rate = r.
+- symmetric-all:  a flipped label is redrawn from *all* classes, true one included (joint
+                  optimization, PENCIL, DivideMix); realized rate about r (C-1)/C.
+- asymmetric:     the paper's class map (MNIST/digits 2->7, 3->8, 5<->6, 7->1; CIFAR-10
+                  truck->automobile, bird->airplane, deer->horse, cat<->dog; CIFAR-100: the
+                  next fine class, circularly, within the true super-class).
+- pairflip:       class i -> (i + 1) mod C.
+Two ways to draw: "exact" flips exactly round((1 - T[c, c]) n_c) samples of every class c
+(SCE's code), each to a class drawn from row c of T without its diagonal; "per-sample" draws
+every label from its row of T (Co-teaching family). The samples to flip are picked from the
+clean labels and written to a new array, so no label is ever flipped twice. Every output
+records the realized transition matrix and noise rate.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from noisylabels.config import NoiseSetting
+from noisylabels.io import atomic_dir, write_json
+
+# class index -> class index; by name in the comments
+_MNIST_MAP = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
+ASYMMETRIC_MAPS = {
+    "digits": _MNIST_MAP,
+    "mnist": _MNIST_MAP,
+    # truck->automobile, bird->airplane, deer->horse, cat->dog, dog->cat
+    "cifar10": {9: 1, 2: 0, 4: 7, 3: 5, 5: 3},
+}
+
+
+def superclass_map(fine_labels: np.ndarray, coarse_labels: np.ndarray) -> dict[int, int]:
+    """CIFAR-100: each fine class -> the next fine class (circularly) of its super-class.
+
+    Built from the coarse labels the archive ships: CIFAR-100's fine labels are alphabetical,
+    so the blocks of five consecutive indices that public code uses are not super-classes.
+    """
+    mapping = {}
+    for coarse in np.unique(coarse_labels):
+        fines = np.unique(fine_labels[coarse_labels == coarse])
+        for i, f in enumerate(fines):
+            mapping[int(f)] = int(fines[(i + 1) % len(fines)])
+    return mapping
+
+
+def transition_matrix(setting: NoiseSetting, num_classes: int, class_map: dict | None = None) -> np.ndarray:
+    """The nominal C x C transition matrix of a noise setting (rows sum to 1)."""
+    r, C = setting.rate, num_classes
+    if setting.type == "symmetric":
+        T = np.full((C, C), r / (C - 1))
+        np.fill_diagonal(T, 1 - r)
+    elif setting.type == "symmetric-all":
+        T = (1 - r) * np.eye(C) + r / C
+    elif setting.type == "pairflip":
+        T = (1 - r) * np.eye(C)
+        T[np.arange(C), (np.arange(C) + 1) % C] += r
+    elif setting.type == "asymmetric":
+        if not class_map:
+            raise ValueError("asymmetric noise needs a class map")
+        T = np.eye(C)
+        for src, dst in class_map.items():
+            T[src, src], T[src, dst] = 1 - r, r
+    else:
+        raise ValueError(f"unknown noise type {setting.type!r}")
+    return T
+
+
+def inject(labels: np.ndarray, T: np.ndarray, draw: str, rng: np.random.Generator) -> np.ndarray:
+    """Noisy copy of `labels` drawn from transition matrix T ("exact" or "per-sample")."""
+    C = T.shape[0]
+    noisy = labels.copy()
+    if draw == "per-sample":
+        cdf = np.cumsum(T, axis=1)[labels]
+        u = rng.random(len(labels))[:, None]
+        return np.minimum((u >= cdf).sum(axis=1), C - 1).astype(labels.dtype)
+    for c in range(C):
+        idx = np.flatnonzero(labels == c)
+        off = T[c].copy()
+        off[c] = 0.0
+        mass = off.sum()
+        k = int(np.floor(mass * len(idx) + 0.5))  # round half up, exactly r * n_c when whole
+        if k == 0:
+            continue
+        chosen = rng.choice(idx, size=k, replace=False)
+        noisy[chosen] = rng.choice(C, size=k, p=off / mass)
+    return noisy
+
+
+def realized_matrix(true: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
+    """R[i, j] = share of the samples of true class i that carry label j."""
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (true, noisy), 1)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
+def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
+    """The held-out part of the noisy training set for a seed (same for every setting)."""
+    rng = np.random.default_rng([seed, 0x401D])
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.permutation(n)[: int(round(fraction * n))]] = True
+    return mask
+
+
+def setting_rng(setting: NoiseSetting, seed: int) -> np.random.Generator:
+    """Labels depend only on (setting, seed): every method of every table sees the same ones."""
+    return np.random.default_rng([seed, zlib.crc32(setting.name.encode())])
+
+
+def class_map_for(dataset) -> dict | None:
+    if dataset.name == "cifar100":
+        return superclass_map(dataset.train_labels, dataset.train_coarse_labels)
+    return ASYMMETRIC_MAPS.get(dataset.name)
+
+
+def generate(dataset, settings, seeds, draw: str, val_fraction: float):
+    """Noisy labels for every (setting, seed) -> (noisy S x K x N, holdout K x N, records)."""
+    y, C = dataset.train_labels, dataset.num_classes
+    class_map = class_map_for(dataset)
+    noisy = np.empty((len(settings), len(seeds), len(y)), dtype=np.int64)
+    holdout = np.stack([holdout_mask(len(y), val_fraction, seed) for seed in seeds])
+    records = []
+    for i, setting in enumerate(settings):
+        T = transition_matrix(setting, C, class_map)
+        for j, seed in enumerate(seeds):
+            noisy[i, j] = inject(y, T, draw, setting_rng(setting, seed))
+            records.append({
+                "setting": setting.name, "type": setting.type, "rate": setting.rate, "seed": seed,
+                "realized_rate": float(np.mean(noisy[i, j] != y)),
+                "realized_matrix": realized_matrix(y, noisy[i, j], C).round(6).tolist(),
+            })
+    return noisy, holdout, records
+
+
+def save(out_dir, group, noisy, holdout, records) -> None:
+    with atomic_dir(out_dir) as tmp:
+        np.savez_compressed(tmp / "labels.npz", noisy=noisy, holdout=holdout)
+        write_json(tmp / "noise.json", {
+            "group": group.name, "dataset": group.dataset, "draw": group.draw,
+            "val_fraction": group.val_fraction,
+            "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
+            "runs": records,
+        })
+
+
+def load(path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(noisy S x K x N, holdout K x N, noise.json) of a noise stage output."""
+    path = Path(path)
+    with np.load(path / "labels.npz") as f:
+        noisy, holdout = f["noisy"], f["holdout"]
+    return noisy, holdout, json.loads((path / "noise.json").read_text())

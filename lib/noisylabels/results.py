@@ -1,0 +1,42 @@
+"""The pretrain stage's on-disk format, data/runs/<group>/, which the evaluate stage reads.
+
+group.json   the group's resolved settings, and per run: name, setting, seed, mlflow_run_id
+<run>.npz    the per-epoch history (one array per engine.HISTORY_KEYS entry), test_pred
+             (epochs x n_test), val_pred (epochs x n_val), train_pred (fitted samples)
+<run>.pt     the final weights (a state dict, for inspection or reuse)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from noisylabels.io import atomic_dir, write_json
+
+
+def save(out_dir, group, results: dict, run_ids: dict[str, str]) -> None:
+    import torch
+
+    with atomic_dir(out_dir) as tmp:
+        for name, r in results.items():
+            np.savez_compressed(tmp / f"{name}.npz", test_pred=r.test_pred, val_pred=r.val_pred,
+                                train_pred=r.train_pred,
+                                **{f"history_{k}": np.asarray(v) for k, v in r.history.items()})
+            torch.save(r.state_dict, tmp / f"{name}.pt")
+        write_json(tmp / "group.json", {
+            **{k: v for k, v in dataclasses.asdict(group).items() if k not in ("settings", "seeds")},
+            "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
+            "runs": [{"name": run.name, "setting": run.setting.name, "seed": run.seed,
+                      "mlflow_run_id": run_ids.get(run.name, "")} for run in group.runs],
+        })
+
+
+def load_group(path) -> dict:
+    return json.loads((Path(path) / "group.json").read_text())
+
+
+def load_run(path, name: str) -> dict[str, np.ndarray]:
+    with np.load(Path(path) / f"{name}.npz") as f:
+        return dict(f)

@@ -1,0 +1,137 @@
+"""MLflow conventions, in one place.
+
+- Store: $MLFLOW_TRACKING_URI when set, else sqlite:///<root>/mlflow.db, where <root> is
+  $DVC_ROOT (DVC sets it for every stage, and points it at the parent repository for queued
+  experiments, which run in a temporary copy) or else the repository holding the current
+  folder. Artifacts go under the absolute <root>/mlartifacts/<experiment>.
+- Experiments: one per table section ("sce_table1", ...) plus "main".
+- Runs: one per trained model, named "<method>-<dataset>-<noise setting>-s<seed>", tagged
+  with paper, table, group, method, dataset, noise_type, noise_rate, seed, dvc_stage,
+  dvc_exp_name and git_commit; params are the run's resolved settings; per-epoch metrics use
+  step = epoch. The report stage adds a run named "report" per experiment with the tables
+  and figures as artifacts.
+mlflow is imported inside the functions: importing it costs about 2 s.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; str(error) is the one line shown to the user."""
+
+
+def project_root() -> Path:
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".dvc").is_dir() or (folder / ".git").exists():
+            return folder
+    return here
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def check_store(uri: str | None = None) -> str:
+    """Fail with one line, before any training, when the tracking store is unusable."""
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(
+                f"MLFLOW_TRACKING_URI={uri!r}: tracking server unreachable ({reason}); start it, "
+                f"or unset MLFLOW_TRACKING_URI to use the repository's mlflow.db"
+            ) from e
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(f"tracking uri {uri!r}: folder {folder} does not exist or is not writable")
+    return uri
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def run_name(group, run) -> str:
+    return f"{group.method}-{group.dataset}-{run.name}"
+
+
+def run_tags(group, run) -> dict[str, str]:
+    return {
+        "paper": group.paper, "table": group.table, "group": group.name, "method": group.method,
+        "dataset": group.dataset, "noise_type": run.setting.type, "noise_rate": f"{run.setting.rate:g}",
+        "seed": str(run.seed), "dvc_stage": os.environ.get("DVC_STAGE", ""),
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "git_commit": _git_commit(project_root()),
+    }
+
+
+def run_params(group, run) -> dict[str, str]:
+    """The run's full resolved settings, flattened to MLflow params."""
+    flat = {"dataset": group.dataset, "method": group.method, "seed": run.seed,
+            "noise.type": run.setting.type, "noise.rate": run.setting.rate,
+            "noise.draw": group.draw, "noise.val_fraction": group.val_fraction}
+    for section in ("model", "loss", "train"):
+        flat.update({f"{section}.{k}": v for k, v in getattr(group, section).items()})
+    return {k: str(v) for k, v in flat.items()}
+
+
+class Tracker:
+    """A thin MlflowClient wrapper that applies the conventions above."""
+
+    def __init__(self, uri: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = check_store(uri)
+        self.root = project_root()
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def experiment_id(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return self.client.create_experiment(name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
+
+    def log_run(self, experiment: str, name: str, tags: dict, params: dict, history: dict) -> str:
+        """Create a finished run with its params and per-epoch metrics; return its id."""
+        from mlflow.entities import Metric, Param
+
+        run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags)
+        run_id = run.info.run_id
+        ts = run.info.start_time
+        metrics = [Metric(key, float(v), ts, step) for key, values in history.items()
+                   for step, v in enumerate(values, start=1)]
+        params_list = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(params_list), 100):  # MLflow's limits per batch call
+            self.client.log_batch(run_id, params=params_list[i : i + 100])
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        self.client.set_terminated(run_id)
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        items = [Metric(k, float(v), 0, 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+
+    def log_artifacts(self, experiment: str, name: str, files: list[Path], tags: dict) -> str:
+        run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags)
+        for f in files:
+            self.client.log_artifact(run.info.run_id, str(f))
+        self.client.set_terminated(run.info.run_id)
+        return run.info.run_id

@@ -1,0 +1,50 @@
+"""Stage pretrain@<group>: train every run of a group (single-phase methods) and log to MLflow.
+
+    python stages/pretrain.py --group main              # -> data/runs/main/
+    python stages/pretrain.py --group sce_table1-sl-digits
+
+Each run becomes one MLflow run (params, tags, per-epoch metrics) in the group's table
+experiment; its predictions and weights go to data/runs/<group>/ for the evaluate stage.
+"""
+import click
+import torch
+
+from noisylabels import engine, noise, results, tracking
+from noisylabels.cli import stage_errors
+from noisylabels.config import load_params, resolve_group
+from noisylabels.data import store
+
+
+@click.command()
+@click.option("--group", required=True, help="main, or a key of params.yaml `groups`")
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--raw", default="data/raw", show_default=True)
+@click.option("--noisy", default="data/noisy", show_default=True)
+@click.option("--out", default=None, help="output folder [default: data/runs/<group>]")
+@click.option("--threads", default=1, show_default=True,
+              help="CPU threads for torch (small models train fastest on one)")
+def main(group, params_file, raw, noisy, out, threads):
+    with stage_errors():
+        g = resolve_group(load_params(params_file), group)
+        device = engine.resolve_device(g.train["device"])
+        tracker = tracking.Tracker()  # fails here, before training, if the store is unusable
+        dataset = store.load(f"{raw}/{g.dataset}")
+    torch.set_num_threads(threads)
+    labels, holdout, _ = noise.load(f"{noisy}/{group}")
+    data = engine.to_tensors(dataset, device)
+    run_ids = {}
+
+    def log(run, result):
+        run_ids[run.name] = tracker.log_run(
+            g.table, tracking.run_name(g, run), tracking.run_tags(g, run),
+            tracking.run_params(g, run), result.history)
+        h = result.history
+        click.echo(f"{group} {run.name}: test acc last {h['test_acc'][-1]:.4f}, "
+                   f"max {max(h['test_acc']):.4f}")
+
+    runs = engine.train_group(g, data, labels, holdout, dataset.num_classes, on_run_done=log)
+    results.save(out or f"data/runs/{group}", g, runs, run_ids)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Stage report: every table, figure and reports/metrics.json, from the evaluate outputs.
+
+    python stages/report.py                             # -> reports/tables, reports/figures
+
+For each table section in params.yaml (and the main experiment): <table>.md and <table>.csv
+under reports/tables/, <table>_test_acc.png under reports/figures/. The list of runs comes
+from params.yaml, so a shrunk grid never leaves stale rows. The tables and figures are also
+logged to MLflow, as a run named "report" in each table's experiment.
+"""
+import os
+from pathlib import Path
+
+import click
+
+from noisylabels import tracking
+from noisylabels.cli import stage_errors
+from noisylabels.config import MAIN, load_params
+from noisylabels.io import atomic_dir, write_json, write_text
+from noisylabels.report import figures, tables
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--metrics", "metrics_dir", default="reports/metrics", show_default=True,
+              help="folder of the evaluate stage's outputs")
+@click.option("--out", default="reports", show_default=True)
+def main(params_file, metrics_dir, out):
+    with stage_errors():
+        params = load_params(params_file)
+        runs, curves = tables.collect(params, metrics_dir)
+        tracker = tracking.Tracker()
+    out = Path(out)
+    summary = tables.summarize(runs)
+    written = {}
+    with atomic_dir(out / "tables") as tdir, atomic_dir(out / "figures") as fdir:
+        for table, part in summary.groupby("table", sort=False):
+            title = "Main experiment" if table == MAIN else params[table].get("title", table)
+            seeds = sorted(runs.loc[runs["table"] == table, "seed"].unique().tolist())
+            write_text(tdir / f"{table}.md", tables.table_markdown(title, part, seeds))
+            tables.table_csv(part).to_csv(tdir / f"{table}.csv", index=False, float_format="%.4f")
+            figures.test_accuracy_curves(curves[curves["table"] == table], fdir / f"{table}_test_acc.png",
+                                         f"{title}: test accuracy per epoch (mean ± sd over seeds)")
+            written[table] = [f"{table}.md", f"{table}.csv", f"{table}_test_acc.png"]
+    write_json(out / "metrics.json", tables.metrics_summary(summary))
+    for table, files in written.items():
+        paths = [out / ("figures" if f.endswith(".png") else "tables") / f for f in files]
+        tracker.log_artifacts(table, "report", paths, {"table": table, "kind": "report",
+                                                      "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "")})
+        click.echo(f"report: {table} -> {', '.join(str(p) for p in paths)}")
+
+
+if __name__ == "__main__":
+    main()
