@@ -5,7 +5,8 @@
 Per run: last and 'best' test accuracy (best = the epoch with the top accuracy on the
 held-out *noisy* split), class-wise test accuracy, accuracy on the noisy and on the true
 training labels, the realized noise rate, and the test accuracy per epoch. The final
-metrics are also added to each run in MLflow.
+metrics are also added to each model run in MLflow, and their mean and std over seeds, per
+noise setting, to the group's parent run.
 """
 import click
 
@@ -46,9 +47,17 @@ def main(group, params_file, raw, noisy, runs, out):
                 **{k: v for k, v in m.items() if isinstance(v, (int, float))},
                 **{f"classwise_test_acc_last/{c}": v for c, v in zip(dataset.classes, m["classwise_test_acc_last"])},
             })
+    parent = saved["mlflow_parent_run_id"]
+    if parent:
+        summary = {}
+        for setting in saved["settings"]:
+            for m in metrics.SEED_SUMMARY:
+                mean, std = metrics.mean_std([r[m] for r in records if r["setting"] == setting])
+                summary[f"{m}/{setting}"], summary[f"{m}_std/{setting}"] = mean, std
+        tracker.log_metrics(parent, summary)
     write_json(out or f"reports/metrics/{group}.json", {
         "group": g.name, "table": g.table, "paper": g.paper, "method": g.method,
-        "dataset": g.dataset, "classes": dataset.classes, "runs": records,
+        "dataset": g.dataset, "classes": dataset.classes, "mlflow_parent_run_id": parent, "runs": records,
     })
     for rec in records:
         click.echo(f"{group} {rec['run']}: test acc last {rec['test_acc_last']:.4f}, "

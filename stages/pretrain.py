@@ -3,8 +3,9 @@
     python stages/pretrain.py --group main              # -> data/runs/main/
     python stages/pretrain.py --group sce_table1-sl-digits
 
-Each run becomes one MLflow run (params, tags, per-epoch metrics) in the group's table
-experiment; its predictions and weights go to data/runs/<group>/ for the evaluate stage.
+The group becomes one MLflow parent run in its table's experiment, each trained model a run
+nested under it (params, tags, per-epoch metrics); predictions and weights go to
+data/runs/<group>/ for the evaluate stage.
 """
 import click
 import torch
@@ -32,18 +33,25 @@ def main(group, params_file, raw, noisy, out, threads):
     torch.set_num_threads(threads)
     labels, holdout, _ = noise.load(f"{noisy}/{group}")
     data = engine.to_tensors(dataset, device)
+    parent = tracker.start_run(g.table, g.name, tracking.group_tags(g), tracking.group_params(g))
     run_ids = {}
 
     def log(run, result):
-        run_ids[run.name] = tracker.log_run(
-            g.table, tracking.run_name(g, run), tracking.run_tags(g, run),
-            tracking.run_params(g, run), result.history)
+        run_id = tracker.start_run(g.table, tracking.run_name(g, run), tracking.run_tags(g, run),
+                                   tracking.run_params(g, run), parent_id=parent)
+        tracker.log_history(run_id, result.history)
+        tracker.finish(run_id)
+        run_ids[run.name] = run_id
         h = result.history
-        click.echo(f"{group} {run.name}: test acc last {h['test_acc'][-1]:.4f}, "
-                   f"max {max(h['test_acc']):.4f}")
+        click.echo(f"{group} {run.name}: test acc last {h['test_acc'][-1]:.4f}, max {max(h['test_acc']):.4f}")
 
-    runs = engine.train_group(g, data, labels, holdout, dataset.num_classes, on_run_done=log)
-    results.save(out or f"data/runs/{group}", g, runs, run_ids)
+    try:
+        runs = engine.train_group(g, data, labels, holdout, dataset.num_classes, on_run_done=log)
+    except BaseException:
+        tracker.finish(parent, "FAILED")
+        raise
+    results.save(out or f"data/runs/{group}", g, runs, run_ids, parent)
+    tracker.finish(parent)
 
 
 if __name__ == "__main__":

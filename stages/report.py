@@ -4,10 +4,9 @@
 
 For each table section in params.yaml (and the main experiment): <table>.md and <table>.csv
 under reports/tables/, <table>_test_acc.png under reports/figures/. The list of runs comes
-from params.yaml, so a shrunk grid never leaves stale rows. The tables and figures are also
-logged to MLflow, as a run named "report" in each table's experiment.
+from params.yaml, so a shrunk grid never leaves stale rows. Each table and figure is also
+attached in MLflow to the parent runs of the groups it summarises.
 """
-import os
 from pathlib import Path
 
 import click
@@ -27,7 +26,7 @@ from noisylabels.report import figures, tables
 def main(params_file, metrics_dir, out):
     with stage_errors():
         params = load_params(params_file)
-        runs, curves = tables.collect(params, metrics_dir)
+        runs, curves, parents = tables.collect(params, metrics_dir)
         tracker = tracking.Tracker()
     out = Path(out)
     summary = tables.summarize(runs)
@@ -40,13 +39,12 @@ def main(params_file, metrics_dir, out):
             tables.table_csv(part).to_csv(tdir / f"{table}.csv", index=False, float_format="%.4f")
             figures.test_accuracy_curves(curves[curves["table"] == table], fdir / f"{table}_test_acc.png",
                                          f"{title}: test accuracy per epoch (mean ± sd over seeds)")
-            written[table] = [f"{table}.md", f"{table}.csv", f"{table}_test_acc.png"]
+            written[table] = [f"tables/{table}.md", f"tables/{table}.csv", f"figures/{table}_test_acc.png"]
     write_json(out / "metrics.json", tables.metrics_summary(summary))
     for table, files in written.items():
-        paths = [out / ("figures" if f.endswith(".png") else "tables") / f for f in files]
-        tracker.log_artifacts(table, "report", paths, {"table": table, "kind": "report",
-                                                      "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "")})
-        click.echo(f"report: {table} -> {', '.join(str(p) for p in paths)}")
+        for run_id in parents.get(table, []):
+            tracker.log_artifacts(run_id, [out / f for f in files])
+        click.echo(f"report: {table} -> {', '.join(str(out / f) for f in files)}")
 
 
 if __name__ == "__main__":

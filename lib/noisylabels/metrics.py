@@ -8,6 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+# the final metrics summarised over seeds (MLflow parent runs, report tables)
+SEED_SUMMARY = ("test_acc_last", "test_acc_best", "train_acc_noisy", "train_acc_true", "realized_noise_rate")
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single seed) over seeds."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
 
 def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(pred == labels)) if len(labels) else float("nan")

@@ -1,6 +1,7 @@
 """The pretrain stage's on-disk format, data/runs/<group>/, which the evaluate stage reads.
 
-group.json   the group's resolved settings, and per run: name, setting, seed, mlflow_run_id
+group.json   the group's resolved settings, its MLflow parent run id, and per run: name,
+             setting, seed, mlflow_run_id
 <run>.npz    the per-epoch history (one array per engine.HISTORY_KEYS entry), test_pred
              (epochs x n_test), val_pred (epochs x n_val), train_pred (fitted samples)
 <run>.pt     the final weights (a state dict, for inspection or reuse)
@@ -16,7 +17,7 @@ import numpy as np
 from noisylabels.io import atomic_dir, write_json
 
 
-def save(out_dir, group, results: dict, run_ids: dict[str, str]) -> None:
+def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: str) -> None:
     import torch
 
     with atomic_dir(out_dir) as tmp:
@@ -28,6 +29,7 @@ def save(out_dir, group, results: dict, run_ids: dict[str, str]) -> None:
         write_json(tmp / "group.json", {
             **{k: v for k, v in dataclasses.asdict(group).items() if k not in ("settings", "seeds")},
             "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
+            "mlflow_parent_run_id": parent_run_id,
             "runs": [{"name": run.name, "setting": run.setting.name, "seed": run.seed,
                       "mlflow_run_id": run_ids.get(run.name, "")} for run in group.runs],
         })

@@ -5,11 +5,13 @@
   experiments, which run in a temporary copy) or else the repository holding the current
   folder. Artifacts go under the absolute <root>/mlartifacts/<experiment>.
 - Experiments: one per table section ("sce_table1", ...) plus "main".
-- Runs: one per trained model, named "<method>-<dataset>-<noise setting>-s<seed>", tagged
-  with paper, table, group, method, dataset, noise_type, noise_rate, seed, dvc_stage,
-  dvc_exp_name and git_commit; params are the run's resolved settings; per-epoch metrics use
-  step = epoch. The report stage adds a run named "report" per experiment with the tables
-  and figures as artifacts.
+- Runs: one parent run per run group and stage execution, named after the group, so one
+  `dvc exp run` is one new row in the UI; nested under it, one run per trained model, named
+  "<method>-<dataset>-<noise setting>-s<seed>". Tags: paper, table, group, method, dataset,
+  dvc_stage, dvc_exp_name, git_commit (+ noise_type, noise_rate, seed on a model run).
+  Params: the resolved settings. A model run has per-epoch metrics (step = epoch) and its
+  final metrics; the parent has the final metrics' mean and std over seeds per noise setting,
+  and its table (.md, .csv) and figure as artifacts.
 mlflow is imported inside the functions: importing it costs about 2 s.
 """
 from __future__ import annotations
@@ -70,23 +72,32 @@ def run_name(group, run) -> str:
     return f"{group.method}-{group.dataset}-{run.name}"
 
 
-def run_tags(group, run) -> dict[str, str]:
+def group_tags(group) -> dict[str, str]:
     return {
         "paper": group.paper, "table": group.table, "group": group.name, "method": group.method,
-        "dataset": group.dataset, "noise_type": run.setting.type, "noise_rate": f"{run.setting.rate:g}",
-        "seed": str(run.seed), "dvc_stage": os.environ.get("DVC_STAGE", ""),
+        "dataset": group.dataset, "dvc_stage": os.environ.get("DVC_STAGE", ""),
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "git_commit": _git_commit(project_root()),
     }
 
 
-def run_params(group, run) -> dict[str, str]:
-    """The run's full resolved settings, flattened to MLflow params."""
-    flat = {"dataset": group.dataset, "method": group.method, "seed": run.seed,
-            "noise.type": run.setting.type, "noise.rate": run.setting.rate,
+def run_tags(group, run) -> dict[str, str]:
+    return {**group_tags(group), "noise_type": run.setting.type,
+            "noise_rate": f"{run.setting.rate:g}", "seed": str(run.seed)}
+
+
+def group_params(group) -> dict[str, str]:
+    """The group's resolved settings, flattened to MLflow params."""
+    flat = {"dataset": group.dataset, "method": group.method,
+            "noise.settings": [s.name for s in group.settings], "noise.seeds": list(group.seeds),
             "noise.draw": group.draw, "noise.val_fraction": group.val_fraction}
     for section in ("model", "loss", "train"):
         flat.update({f"{section}.{k}": v for k, v in getattr(group, section).items()})
     return {k: str(v) for k, v in flat.items()}
+
+
+def run_params(group, run) -> dict[str, str]:
+    flat = {k: v for k, v in group_params(group).items() if k not in ("noise.settings", "noise.seeds")}
+    return {**flat, "noise.type": run.setting.type, "noise.rate": str(run.setting.rate), "seed": str(run.seed)}
 
 
 class Tracker:
@@ -105,22 +116,27 @@ class Tracker:
             return exp.experiment_id
         return self.client.create_experiment(name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
 
-    def log_run(self, experiment: str, name: str, tags: dict, params: dict, history: dict) -> str:
-        """Create a finished run with its params and per-epoch metrics; return its id."""
-        from mlflow.entities import Metric, Param
+    def start_run(self, experiment: str, name: str, tags: dict, params: dict, parent_id: str = "") -> str:
+        """Create a run (nested under parent_id when given) with its params; return its id."""
+        from mlflow.entities import Param
 
-        run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags)
-        run_id = run.info.run_id
-        ts = run.info.start_time
-        metrics = [Metric(key, float(v), ts, step) for key, values in history.items()
-                   for step, v in enumerate(values, start=1)]
-        params_list = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(params_list), 100):  # MLflow's limits per batch call
-            self.client.log_batch(run_id, params=params_list[i : i + 100])
-        for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
-        self.client.set_terminated(run_id)
+        if parent_id:
+            tags = {**tags, "mlflow.parentRunId": parent_id}
+        run_id = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags).info.run_id
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's limit per batch call
+            self.client.log_batch(run_id, params=items[i : i + 100])
         return run_id
+
+    def log_history(self, run_id: str, history: dict[str, list[float]]) -> None:
+        """Per-epoch metrics, step = epoch (from 1)."""
+        from mlflow.entities import Metric
+
+        ts = self.client.get_run(run_id).info.start_time
+        items = [Metric(key, float(v), ts, step) for key, values in history.items()
+                 for step, v in enumerate(values, start=1)]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -129,9 +145,9 @@ class Tracker:
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
-    def log_artifacts(self, experiment: str, name: str, files: list[Path], tags: dict) -> str:
-        run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags)
+    def log_artifacts(self, run_id: str, files: list[Path]) -> None:
         for f in files:
-            self.client.log_artifact(run.info.run_id, str(f))
-        self.client.set_terminated(run.info.run_id)
-        return run.info.run_id
+            self.client.log_artifact(run_id, str(f))
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)

@@ -2,7 +2,7 @@
 
 `collect` builds the list of expected runs from params.yaml (never from a glob of files), so
 a shrunk grid leaves no stale rows and a missing run is an error, not a silent gap.
-Accuracies are in %; std is the sample standard deviation (ddof = 1) over seeds.
+Accuracies are in %; std is the sample standard deviation over seeds (metrics.mean_std).
 """
 from __future__ import annotations
 
@@ -14,22 +14,26 @@ import pandas as pd
 
 from noisylabels.config import group_names, resolve_group
 from noisylabels.data.sources import DataError
+from noisylabels.metrics import SEED_SUMMARY, mean_std
 from noisylabels.report.published import PUBLISHED, STAND_IN
 
-SUMMARY_METRICS = ("test_acc_last", "test_acc_best", "train_acc_noisy", "train_acc_true", "realized_noise_rate")
 PERCENT = ("test_acc_last", "test_acc_best", "train_acc_noisy", "train_acc_true")
 
 
-def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per run, one row per run and epoch) for every run group in params."""
+def collect(params: dict, metrics_dir: str | Path):
+    """For every run group in params: (one row per run, one row per run and epoch,
+    {table: the MLflow parent run ids of its groups})."""
     metrics_dir = Path(metrics_dir)
-    rows, curves = [], []
+    rows, curves, parents = [], [], {}
     for name in group_names(params):
         g = resolve_group(params, name)
         path = metrics_dir / f"{name}.json"
         if not path.is_file():
             raise DataError(f"{path}: missing; run the evaluate stage of group {name!r} first")
-        by_run = {r["run"]: r for r in json.loads(path.read_text())["runs"]}
+        saved = json.loads(path.read_text())
+        by_run = {r["run"]: r for r in saved["runs"]}
+        if saved.get("mlflow_parent_run_id"):
+            parents.setdefault(g.table, []).append(saved["mlflow_parent_run_id"])
         for run in g.runs:
             if run.name not in by_run:
                 raise DataError(f"{path}: has no run {run.name!r}; rerun the evaluate stage of {name!r}")
@@ -38,10 +42,10 @@ def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.Dat
                     "setting": run.setting.name, "noise_type": run.setting.type,
                     "noise_rate": run.setting.rate, "seed": run.seed}
             rows.append({**keys, "best_epoch": rec["best_epoch"],
-                         **{m: rec[m] * (100 if m in PERCENT else 1) for m in SUMMARY_METRICS}})
+                         **{m: rec[m] * (100 if m in PERCENT else 1) for m in SEED_SUMMARY}})
             curves += [{**keys, "epoch": e, "test_acc": 100 * acc}
                        for e, acc in enumerate(rec["test_acc_per_epoch"], start=1)]
-    return pd.DataFrame(rows), pd.DataFrame(curves)
+    return pd.DataFrame(rows), pd.DataFrame(curves), parents
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -49,9 +53,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ["table", "dataset", "method", "setting", "noise_type", "noise_rate"]
     grouped = runs.groupby(keys, sort=False)
     out = grouped.size().rename("n_seeds").reset_index()
-    for m in SUMMARY_METRICS:
-        out[f"{m}_mean"] = grouped[m].mean().to_numpy()
-        out[f"{m}_std"] = grouped[m].std(ddof=1).fillna(0.0).to_numpy()
+    for m in SEED_SUMMARY:
+        stats = grouped[m].apply(mean_std).tolist()
+        out[f"{m}_mean"], out[f"{m}_std"] = [s[0] for s in stats], [s[1] for s in stats]
     return out
 
 
@@ -128,7 +132,7 @@ def metrics_summary(summary: pd.DataFrame) -> dict:
         if r.table == "main":
             out["main"] = {"setting": r.setting, "n_seeds": int(r.n_seeds),
                            **{f"{m}{s}": round(float(getattr(r, f"{m}_{stat}")), 4)
-                              for m in SUMMARY_METRICS for s, stat in (("", "mean"), ("_std", "std"))}}
+                              for m in SEED_SUMMARY for s, stat in (("", "mean"), ("_std", "std"))}}
         else:
             out.setdefault(r.table, {}).setdefault(r.dataset, {}).setdefault(r.method, {})[r.setting] = round(
                 float(r.test_acc_last_mean), 4)

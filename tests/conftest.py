@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny params file (the real schema, small numbers) and a tiny data set."""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_PARAMS = {
+    "data": {"name": "digits"},
+    "noise": {"type": "symmetric", "rate": 0.4, "draw": "exact", "val_fraction": 0.1, "seeds": [0, 1]},
+    "model": {"name": "digits_mlp", "hidden": 16, "depth": 1},
+    "loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0},
+    "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-4,
+              "milestones": [1], "gamma": 0.1, "device": "cpu"},
+    "datasets": {"digits": {"test_fraction": 0.3, "split_seed": 0}},
+    "sce_table1": {
+        "paper": "sce",
+        "title": "tiny SCE table",
+        "noise": {"settings": {"symmetric": [0.0, 0.4], "asymmetric": [0.3]}, "draw": "exact",
+                  "val_fraction": 0.1, "seeds": [0, 1]},
+        "digits": {
+            "model": {"name": "digits_mlp", "hidden": 16, "depth": 1},
+            "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-4,
+                      "milestones": [1], "gamma": 0.1, "device": "cpu"},
+            "methods": {"ce": {"loss": {"name": "ce"}},
+                        "sl": {"loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0}}},
+        },
+    },
+    "groups": {
+        "sce_table1-ce-digits": {"table": "sce_table1", "dataset": "digits", "method": "ce"},
+        "sce_table1-sl-digits": {"table": "sce_table1", "dataset": "digits", "method": "sl"},
+    },
+}
+
+
+@pytest.fixture
+def params():
+    """A fresh, mutable copy of the tiny params."""
+    return copy.deepcopy(TINY_PARAMS)
+
+
+@pytest.fixture
+def write_params(tmp_path):
+    def write(p, name="params.yaml"):
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(p, sort_keys=False))
+        return path
+
+    return write
+
+
+def run_stage(script, *args, cwd, env=None):
+    """Run stages/<script> as DVC would; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("DVC_ROOT", None)
+    return subprocess.run([sys.executable, str(REPO / "stages" / script), *map(str, args)],
+                          cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+class TinyDataset:
+    """Stands in for data.store.Dataset: balanced labels, random images."""
+
+    def __init__(self, n_per_class=100, num_classes=10, name="digits", shape=(8, 8, 1), seed=0):
+        rng = np.random.default_rng(seed)
+        self.name = name
+        self.classes = [str(c) for c in range(num_classes)]
+        self.train_labels = np.repeat(np.arange(num_classes), n_per_class).astype(np.int64)
+        self.test_labels = np.repeat(np.arange(num_classes), 10).astype(np.int64)
+        self.train_images = rng.integers(0, 256, (len(self.train_labels), *shape), dtype=np.uint8)
+        self.test_images = rng.integers(0, 256, (len(self.test_labels), *shape), dtype=np.uint8)
+        self.train_coarse_labels = None
+
+    @property
+    def num_classes(self):
+        return len(self.classes)

@@ -1,0 +1,35 @@
+"""The networks: output shapes, the SCE CNNs' published layer sizes, registry vs schema."""
+import inspect
+
+import torch
+
+from noisylabels import config, models
+
+
+def test_registry_matches_the_params_schema():
+    assert set(models.MODELS) == set(config.MODELS)
+    for name, fn in models.MODELS.items():
+        assert list(inspect.signature(fn).parameters)[2:] == list(config.MODELS[name])
+
+
+def test_output_shapes():
+    cases = [({"name": "digits_mlp", "hidden": 32, "depth": 2}, (1, 8, 8)),
+             ({"name": "sce_mnist_cnn"}, (1, 28, 28)),
+             ({"name": "sce_cifar10_cnn"}, (3, 32, 32))]
+    for cfg, shape in cases:
+        m = models.build_model(cfg, shape, 10).eval()
+        assert m(torch.zeros(4, *shape)).shape == (4, 10)
+
+
+def test_sce_cifar10_cnn_has_3136_inputs_to_fc1():
+    m = models.build_model({"name": "sce_cifar10_cnn"}, (3, 32, 32), 10)
+    assert m.fc1[1].in_features == 3136
+    convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 196, 196]
+
+
+def test_sce_mnist_cnn_layers():
+    m = models.build_model({"name": "sce_mnist_cnn"}, (1, 28, 28), 10)
+    convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64]
+    assert m.fc1[1].out_features == 128

@@ -1,0 +1,103 @@
+"""End to end: `dvc repro` on tiny params in a temporary git repository, then `dvc exp run`.
+
+Marked slow (about a minute); CI runs it too.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, TINY_PARAMS
+
+pytestmark = pytest.mark.slow
+
+
+def _sh(cmd, cwd, env):
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+def _top_level_runs(repo, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000)
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags], runs
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    for item in ("dvc.yaml", ".gitignore", "stages", "lib"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, root / item)
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_STAGE", "DVC_EXP_NAME"):
+        env.pop(key, None)
+    dvc = [sys.executable, "-m", "dvc"]
+    _sh(["git", "init", "-q"], root, env)
+    _sh([*dvc, "init", "-q"], root, env)
+    _sh([*dvc, "config", "core.analytics", "false"], root, env)
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "commit", "-qm", "tiny pipeline"], root, env)
+    first = _sh([*dvc, "repro"], root, env)
+    return root, env, dvc, first
+
+
+def test_repro_writes_tables_figures_and_metrics(repo):
+    root, _, _, _ = repo
+    for f in ("tables/main.md", "tables/sce_table1.md", "tables/sce_table1.csv",
+              "figures/sce_table1_test_acc.png", "figures/main_test_acc.png", "metrics.json"):
+        assert (root / "reports" / f).stat().st_size > 0, f
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert 0 <= metrics["main"]["test_acc_last"] <= 100 and metrics["main"]["n_seeds"] == 2
+    assert set(metrics["sce_table1"]["digits"]) == {"ce", "sl"}
+    table = pd.read_csv(root / "reports/tables/sce_table1.csv")
+    assert len(table) == 6 and set(table["n_seeds"]) == {2}
+    assert (table["published_dataset"] == "mnist").all()  # labelled stand-in, not ours
+    assert "## published: Wang et al. 2019 (SCE), Table 1, mnist" in (root / "reports/tables/sce_table1.md").read_text()
+
+
+def test_runs_are_in_mlflow(repo):
+    root, _, _, _ = repo
+    parents, runs = _top_level_runs(root, "main")
+    assert len(parents) == 1 and len(runs) == 3  # a parent and one run per seed
+    parent = parents[0]
+    assert parent.info.run_name == "main" and parent.data.tags["dvc_stage"] == "pretrain-main"
+    assert "test_acc_last/symmetric-0.4" in parent.data.metrics
+    child = next(r for r in runs if r.info.run_id != parent.info.run_id)
+    assert child.data.tags["seed"] in ("0", "1") and child.data.params["loss.alpha"] == "0.01"
+    assert len(child.data.metrics) > 5
+    assert (root / "mlartifacts").is_dir()  # the report's table and figure, attached to parents
+
+
+def test_second_repro_runs_nothing(repo):
+    root, env, dvc, _ = repo
+    out = _sh([*dvc, "repro"], root, env)
+    assert "Running stage" not in out and "up to date" in out
+
+
+def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo):
+    root, env, dvc, _ = repo
+    out = _sh([*dvc, "exp", "run", "-S", "loss.alpha=0.1"], root, env)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"pretrain-main", "evaluate-main", "report"}
+    parents, _ = _top_level_runs(root, "main")
+    assert len(parents) == 2  # one new row in the MLflow UI
+    assert parents[0].data.params["loss.alpha"] == "0.1" and parents[0].data.tags["dvc_exp_name"]
+    shown = _sh([*dvc, "exp", "show", "--json"], root, env)
+    assert "test_acc_last" in shown
