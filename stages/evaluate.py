@@ -30,34 +30,18 @@ def main(group, params_file, raw, noisy, runs, out):
         tracker = tracking.Tracker()
         dataset = store.load(f"{raw}/{g.dataset}")
     labels, holdout, noise_info = noise.load(f"{noisy}/{group}")
-    realized = {(r["setting"], r["seed"]): r["realized_rate"] for r in noise_info["runs"]}
     saved = results.load_group(f"{runs}/{group}")
-    records = []
-    for run_info in saved["runs"]:
-        i, j = saved["settings"].index(run_info["setting"]), saved["seeds"].index(run_info["seed"])
-        r = results.load_run(f"{runs}/{group}", run_info["name"])
-        fit, val = ~holdout[j], holdout[j]
-        m = metrics.run_metrics(
-            r["test_pred"], dataset.test_labels, r["val_pred"], labels[i, j][val],
-            r["train_pred"], labels[i, j][fit], dataset.train_labels[fit], dataset.num_classes)
-        m["realized_noise_rate"] = realized[(run_info["setting"], run_info["seed"])]
-        records.append({"run": run_info["name"], "setting": run_info["setting"], "seed": run_info["seed"], **m})
-        if run_info["mlflow_run_id"]:
-            tracker.log_metrics(run_info["mlflow_run_id"], {
-                **{k: v for k, v in m.items() if isinstance(v, (int, float))},
-                **{f"classwise_test_acc_last/{c}": v for c, v in zip(dataset.classes, m["classwise_test_acc_last"])},
-            })
-    parent = saved["mlflow_parent_run_id"]
-    if parent:
-        summary = {}
-        for setting in saved["settings"]:
-            for m in metrics.SEED_SUMMARY:
-                mean, std = metrics.mean_std([r[m] for r in records if r["setting"] == setting])
-                summary[f"{m}/{setting}"], summary[f"{m}_std/{setting}"] = mean, std
-        tracker.log_metrics(parent, summary)
+    records = metrics.group_records(saved, lambda name: results.load_run(f"{runs}/{group}", name),
+                                    dataset, labels, holdout, noise_info)
+    for info, rec in zip(saved["runs"], records):
+        tracker.log_metrics(info["mlflow_run_id"], {
+            **{k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "seed"},
+            **{f"classwise_test_acc_last/{c}": v for c, v in zip(dataset.classes, rec["classwise_test_acc_last"])},
+        })
+    tracker.log_metrics(saved["mlflow_parent_run_id"], metrics.seed_summary(records, saved["settings"]))
     write_json(out or f"reports/metrics/{group}.json", {
         "group": g.name, "table": g.table, "paper": g.paper, "method": g.method,
-        "dataset": g.dataset, "classes": dataset.classes, "mlflow_parent_run_id": parent, "runs": records,
+        "dataset": g.dataset, "classes": dataset.classes, "runs": records,
     })
     for rec in records:
         click.echo(f"{group} {rec['run']}: test acc last {rec['test_acc_last']:.4f}, "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from noisylabels import tracking
+from noisylabels import results, tracking
 from noisylabels.cli import stage_errors
 from noisylabels.config import MAIN, load_params
 from noisylabels.io import atomic_dir, write_json, write_text
@@ -22,11 +22,13 @@ from noisylabels.report import figures, tables
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--metrics", "metrics_dir", default="reports/metrics", show_default=True,
               help="folder of the evaluate stage's outputs")
+@click.option("--runs", "runs_dir", default="data/runs", show_default=True,
+              help="folder of the pretrain stage's outputs (for the MLflow parent run ids)")
 @click.option("--out", default="reports", show_default=True)
-def main(params_file, metrics_dir, out):
+def main(params_file, metrics_dir, runs_dir, out):
     with stage_errors():
         params = load_params(params_file)
-        runs, curves, parents = tables.collect(params, metrics_dir)
+        runs, curves = tables.collect(params, metrics_dir)
         tracker = tracking.Tracker()
     out = Path(out)
     summary = tables.summarize(runs)
@@ -42,8 +44,9 @@ def main(params_file, metrics_dir, out):
             written[table] = [f"tables/{table}.md", f"tables/{table}.csv", f"figures/{table}_test_acc.png"]
     write_json(out / "metrics.json", tables.metrics_summary(summary))
     for table, files in written.items():
-        for run_id in parents.get(table, []):
-            tracker.log_artifacts(run_id, [out / f for f in files])
+        for group in runs.loc[runs["table"] == table, "group"].unique():
+            parent = results.load_group(f"{runs_dir}/{group}")["mlflow_parent_run_id"]
+            tracker.log_artifacts(parent, [out / f for f in files])
         click.echo(f"report: {table} -> {', '.join(str(out / f) for f in files)}")
 
 

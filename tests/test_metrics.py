@@ -22,3 +22,13 @@ def test_best_epoch_is_chosen_on_the_noisy_holdout_not_the_test_set():
 
 def test_classwise_accuracy():
     assert classwise_accuracy(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3) == [1.0, 0.5, 1.0]
+
+
+def test_seed_summary_uses_sample_std():
+    from noisylabels.metrics import seed_summary
+
+    records = [{"setting": "symmetric-0.4", "test_acc_last": a, "test_acc_best": 0.0, "train_acc_noisy": 0.0,
+                "train_acc_true": 0.0, "realized_noise_rate": 0.4} for a in (0.5, 0.7)]
+    s = seed_summary(records, ["symmetric-0.4"])
+    assert s["test_acc_last/symmetric-0.4"] == 0.6
+    assert abs(s["test_acc_last_std/symmetric-0.4"] - 0.1414213) < 1e-6

@@ -42,3 +42,32 @@ def run_metrics(test_pred, test_labels, val_pred, val_noisy, train_pred, train_n
         "classwise_test_acc_last": classwise_accuracy(test_pred[-1], test_labels, num_classes),
         "test_acc_per_epoch": test_acc.round(6).tolist(),
     }
+
+
+def group_records(saved: dict, load_run, dataset, noisy, holdout, noise_info: dict) -> list[dict]:
+    """Final metrics of every run of a group.
+
+    saved: the pretrain output's group.json; load_run(name) -> that run's arrays;
+    noisy: settings x seeds x N labels and holdout: seeds x N, with noise.json as noise_info.
+    """
+    realized = {(r["setting"], r["seed"]): r["realized_rate"] for r in noise_info["runs"]}
+    records = []
+    for info in saved["runs"]:
+        i, j = saved["settings"].index(info["setting"]), saved["seeds"].index(info["seed"])
+        r = load_run(info["name"])
+        fit, val = ~holdout[j], holdout[j]
+        m = run_metrics(r["test_pred"], dataset.test_labels, r["val_pred"], noisy[i, j][val],
+                        r["train_pred"], noisy[i, j][fit], dataset.train_labels[fit], dataset.num_classes)
+        records.append({"run": info["name"], "setting": info["setting"], "seed": info["seed"],
+                        "realized_noise_rate": realized[(info["setting"], info["seed"])], **m})
+    return records
+
+
+def seed_summary(records: list[dict], settings: list[str]) -> dict[str, float]:
+    """{"<metric>/<setting>": mean, "<metric>_std/<setting>": std} over the seeds of each setting."""
+    out = {}
+    for setting in settings:
+        for key in SEED_SUMMARY:
+            out[f"{key}/{setting}"], out[f"{key}_std/{setting}"] = mean_std(
+                [r[key] for r in records if r["setting"] == setting])
+    return out

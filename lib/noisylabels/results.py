@@ -31,7 +31,7 @@ def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: 
             "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
             "mlflow_parent_run_id": parent_run_id,
             "runs": [{"name": run.name, "setting": run.setting.name, "seed": run.seed,
-                      "mlflow_run_id": run_ids.get(run.name, "")} for run in group.runs],
+                      "mlflow_run_id": run_ids[run.name]} for run in group.runs],
         })
 
 

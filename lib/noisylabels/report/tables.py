@@ -20,20 +20,16 @@ from noisylabels.report.published import PUBLISHED, STAND_IN
 PERCENT = ("test_acc_last", "test_acc_best", "train_acc_noisy", "train_acc_true")
 
 
-def collect(params: dict, metrics_dir: str | Path):
-    """For every run group in params: (one row per run, one row per run and epoch,
-    {table: the MLflow parent run ids of its groups})."""
+def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per run, one row per run and epoch) for every run group in params."""
     metrics_dir = Path(metrics_dir)
-    rows, curves, parents = [], [], {}
+    rows, curves = [], []
     for name in group_names(params):
         g = resolve_group(params, name)
         path = metrics_dir / f"{name}.json"
         if not path.is_file():
             raise DataError(f"{path}: missing; run the evaluate stage of group {name!r} first")
-        saved = json.loads(path.read_text())
-        by_run = {r["run"]: r for r in saved["runs"]}
-        if saved.get("mlflow_parent_run_id"):
-            parents.setdefault(g.table, []).append(saved["mlflow_parent_run_id"])
+        by_run = {r["run"]: r for r in json.loads(path.read_text())["runs"]}
         for run in g.runs:
             if run.name not in by_run:
                 raise DataError(f"{path}: has no run {run.name!r}; rerun the evaluate stage of {name!r}")
@@ -45,7 +41,7 @@ def collect(params: dict, metrics_dir: str | Path):
                          **{m: rec[m] * (100 if m in PERCENT else 1) for m in SEED_SUMMARY}})
             curves += [{**keys, "epoch": e, "test_acc": 100 * acc}
                        for e, acc in enumerate(rec["test_acc_per_epoch"], start=1)]
-    return pd.DataFrame(rows), pd.DataFrame(curves), parents
+    return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
