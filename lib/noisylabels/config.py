@@ -159,7 +159,7 @@ def _section(key, value, schema):
     return out
 
 
-def _named(key, value, registry, what):
+def _named(key, value, registry):
     """A section with a `name` picking an entry of `registry` plus that entry's options."""
     if not isinstance(value, dict) or "name" not in value:
         raise ConfigError(f"{key}.name: missing; expected one of {', '.join(registry)}")
@@ -283,12 +283,12 @@ def resolve_group(params: dict, name: str) -> Group:
         noise = _section("noise", _require(params, "noise"), NOISE_MAIN)
         setting = NoiseSetting(noise["type"], float(noise["rate"]))
         _check_noise_for_dataset("noise.type", setting, data["name"])
-        loss = _named("loss", _require(params, "loss"), LOSSES, "loss")
+        loss = _named("loss", _require(params, "loss"), LOSSES)
         group = Group(
             name=MAIN, table=MAIN, paper=MAIN, method=loss["name"], dataset=data["name"],
             settings=(setting,), seeds=tuple(noise["seeds"]), draw=noise["draw"],
             val_fraction=noise["val_fraction"],
-            model=_named("model", _require(params, "model"), MODELS, "model"),
+            model=_named("model", _require(params, "model"), MODELS),
             loss=loss, train=_train("train", _require(params, "train")),
         )
     else:
@@ -314,8 +314,8 @@ def resolve_group(params: dict, name: str) -> Group:
             dataset=g["dataset"],
             settings=_noise_settings(f"{tkey}.noise.settings", noise["settings"], g["dataset"]),
             seeds=tuple(noise["seeds"]), draw=noise["draw"], val_fraction=noise["val_fraction"],
-            model=_named(f"{dkey}.model", ds["model"], MODELS, "model"),
-            loss=_named(f"{mkey}.loss", method["loss"], LOSSES, "loss"),
+            model=_named(f"{dkey}.model", ds["model"], MODELS),
+            loss=_named(f"{mkey}.loss", method["loss"], LOSSES),
             train=_train(f"{dkey}.train", ds["train"]),
         )
     dataset_options(params, group.dataset)  # the data set must be downloadable too
