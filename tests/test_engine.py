@@ -33,3 +33,13 @@ def test_same_seed_is_reproducible_and_seeds_differ():
     assert a.history["train_loss"] != c.history["train_loss"]
     for k in a.state_dict:
         assert torch.equal(a.state_dict[k], b.state_dict[k])
+
+
+def test_cnn_with_batch_norm_trains_at_mnist_shape():
+    ds = TinyDataset(n_per_class=6, shape=(28, 28, 1))
+    data = engine.to_tensors(ds, torch.device("cpu"))
+    holdout = np.zeros(len(ds.train_labels), dtype=bool)
+    holdout[:4] = True
+    train = {**TRAIN, "epochs": 1, "milestones": [], "batch_size": 16}
+    r = engine.train_run(data, ds.train_labels, holdout, 0, {"name": "sce_mnist_cnn"}, {"name": "ce"}, train, 10)
+    assert r.test_pred.shape == (1, 100) and np.isfinite(r.history["train_loss"]).all()

@@ -95,3 +95,10 @@ def test_same_seed_same_labels_other_seed_other_labels():
     assert (c[0] == a[1]).all()
     assert ra[0]["realized_rate"] == pytest.approx(0.4)
     assert ha[0].sum() == 100  # 10% of 1000 held out
+
+
+def test_schema_knows_exactly_the_datasets_with_a_map():
+    from noisylabels.config import ASYMMETRIC_DATASETS
+
+    # CIFAR-100's map is built from its coarse labels (superclass_map), the others are fixed
+    assert set(ASYMMETRIC_DATASETS) == set(noise.ASYMMETRIC_MAPS) | {"cifar100"}
