@@ -23,7 +23,9 @@ from noisylabels.data import store
 @click.option("--noisy", default="data/noisy", show_default=True)
 @click.option("--out", default=None, help="output folder [default: data/runs/<group>]")
 @click.option("--threads", default=1, show_default=True,
-              help="CPU threads for torch (small models train fastest on one)")
+              help="CPU threads for torch. One thread keeps CPU results identical whatever the "
+                   "machine's core count (the thread count changes float summation order); "
+                   "speed comes from separate processes (benchmarks/threads.py)")
 def main(group, params_file, raw, noisy, out, threads):
     with stage_errors():
         g = resolve_group(load_params(params_file), group)
