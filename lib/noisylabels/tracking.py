@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -60,6 +62,7 @@ def check_store(uri: str | None = None) -> str:
     return uri
 
 
+@lru_cache(maxsize=None)  # one `git rev-parse` per process, not one per run
 def _git_commit(root: Path) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
@@ -85,19 +88,27 @@ def run_tags(group, run) -> dict[str, str]:
             "noise_rate": f"{run.setting.rate:g}", "seed": str(run.seed)}
 
 
-def group_params(group) -> dict[str, str]:
-    """The group's resolved settings, flattened to MLflow params."""
+def _shared_params(group) -> dict:
+    """The settings every run of the group shares, flattened to MLflow param names."""
     flat = {"dataset": group.dataset, "method": group.method,
-            "noise.settings": [s.name for s in group.settings], "noise.seeds": list(group.seeds),
             "noise.draw": group.draw, "noise.val_fraction": group.val_fraction}
     for section in ("model", "loss", "train"):
         flat.update({f"{section}.{k}": v for k, v in getattr(group, section).items()})
+    return flat
+
+
+def group_params(group) -> dict[str, str]:
+    """The group's resolved settings (parent run): shared ones plus its grid."""
+    flat = {**_shared_params(group), "noise.settings": [s.name for s in group.settings],
+            "noise.seeds": list(group.seeds)}
     return {k: str(v) for k, v in flat.items()}
 
 
 def run_params(group, run) -> dict[str, str]:
-    flat = {k: v for k, v in group_params(group).items() if k not in ("noise.settings", "noise.seeds")}
-    return {**flat, "noise.type": run.setting.type, "noise.rate": str(run.setting.rate), "seed": str(run.seed)}
+    """One trained model's resolved settings: shared ones plus its noise setting and seed."""
+    flat = {**_shared_params(group), "noise.type": run.setting.type, "noise.rate": run.setting.rate,
+            "seed": run.seed}
+    return {k: str(v) for k, v in flat.items()}
 
 
 class Tracker:
@@ -128,22 +139,23 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i : i + 100])
         return run_id
 
+    def _log(self, run_id: str, series: dict[str, list[float]], first_step: int) -> None:
+        """Each key's values at steps first_step, first_step + 1, ..., in MLflow-sized batches."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(key, float(v), ts, step) for key, values in series.items()
+                 for step, v in enumerate(values, start=first_step)]
+        for i in range(0, len(items), 1000):  # MLflow's limit per batch call
+            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+
     def log_history(self, run_id: str, history: dict[str, list[float]]) -> None:
         """Per-epoch metrics, step = epoch (from 1)."""
-        from mlflow.entities import Metric
-
-        ts = self.client.get_run(run_id).info.start_time
-        items = [Metric(key, float(v), ts, step) for key, values in history.items()
-                 for step, v in enumerate(values, start=1)]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+        self._log(run_id, history, first_step=1)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        items = [Metric(k, float(v), 0, 0) for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+        """Final (single-value) metrics, at step 0."""
+        self._log(run_id, {k: [v] for k, v in metrics.items()}, first_step=0)
 
     def log_artifacts(self, run_id: str, files: list[Path]) -> None:
         for f in files:
