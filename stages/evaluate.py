@@ -29,7 +29,7 @@ def main(group, params_file, raw, noisy, runs, out):
         g = resolve_group(load_params(params_file), group)
         tracker = tracking.Tracker()
         dataset = store.load(f"{raw}/{g.dataset}")
-    labels, holdout, noise_info = noise.load(f"{noisy}/{group}")
+        labels, holdout, noise_info = noise.load(f"{noisy}/{group}")
     saved = results.load_group(f"{runs}/{group}")
     records = metrics.group_records(saved, lambda name: results.load_run(f"{runs}/{group}", name),
                                     dataset, labels, holdout, noise_info)

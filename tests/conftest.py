@@ -16,6 +16,7 @@ TINY_PARAMS = {
     "noise": {"type": "symmetric", "rate": 0.4, "draw": "exact", "val_fraction": 0.1, "seeds": [0, 1]},
     "model": {"name": "digits_mlp", "hidden": 16, "depth": 1},
     "loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0},
+    "training": {"name": "standard"},
     "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-4,
               "milestones": [1], "gamma": 0.1, "device": "cpu"},
     "datasets": {"digits": {"test_fraction": 0.3, "split_seed": 0}},
@@ -29,12 +30,15 @@ TINY_PARAMS = {
             "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-4,
                       "milestones": [1], "gamma": 0.1, "device": "cpu"},
             "methods": {"ce": {"loss": {"name": "ce"}},
-                        "sl": {"loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0}}},
+                        "sl": {"loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0}},
+                        # the realized matrix travels from the noise stage to the loss
+                        "forward": {"loss": {"name": "forward", "matrix": "realized", "anchor_percentile": 97.0}}},
         },
     },
     "groups": {
         "sce_table1-ce-digits": {"table": "sce_table1", "dataset": "digits", "method": "ce"},
         "sce_table1-sl-digits": {"table": "sce_table1", "dataset": "digits", "method": "sl"},
+        "sce_table1-forward-digits": {"table": "sce_table1", "dataset": "digits", "method": "forward"},
     },
 }
 

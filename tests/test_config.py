@@ -77,3 +77,58 @@ def test_unknown_group_and_method(params):
     assert "group='nope'" in _error(params, "nope")
     params["groups"]["sce_table1-ce-digits"]["method"] = "gce"
     assert "groups.sce_table1-ce-digits.method='gce'" in _error(params, "sce_table1-ce-digits")
+
+
+@pytest.mark.parametrize("loss,expect", [
+    ({"name": "gce", "q": 0}, "loss.q=0: expected a number > 0 and <= 1"),
+    ({"name": "gce", "q": 1.5}, "loss.q=1.5"),
+    ({"name": "ngce", "q": -0.1}, "loss.q=-0.1"),
+    ({"name": "rce", "A": 1.0}, "loss.A=1.0: expected a number < 0"),
+    ({"name": "sl", "alpha": 0.1, "beta": -1.0, "A": -4.0}, "loss.beta=-1.0"),
+    ({"name": "nce_rce", "alpha": -1, "beta": 1.0, "A": -4.0}, "loss.alpha=-1"),
+    ({"name": "bootstrap", "beta": 0.8, "mode": "medium"}, "loss.mode='medium'"),
+    ({"name": "lsr", "epsilon": 1.0}, "loss.epsilon=1.0"),
+    ({"name": "truncated_lq", "q": 0.7, "k": 0.5, "start_epoch": 3, "interval": 1},
+     "loss.start_epoch=3: expected an epoch <= train.epochs=2"),
+    ({"name": "forward", "matrix": "oracle", "anchor_percentile": 97.0}, "loss.matrix='oracle'"),
+    ({"name": "forward", "matrix": [[0.5, 0.4], [0.0, 1.0]], "anchor_percentile": 97.0},
+     "loss.matrix[0]=[0.5, 0.4]: row sums to 0.9"),
+    ({"name": "backward", "matrix": [[0.5, 0.5], [0.0, 1.0]], "anchor_percentile": 97.0},
+     "loss.matrix='2x2': expected a 10x10 matrix"),
+    ({"name": "forward", "matrix": "realized", "anchor_percentile": 0}, "loss.anchor_percentile=0"),
+])
+def test_bad_loss_hyper_parameters(params, loss, expect):
+    params["loss"] = loss
+    assert expect in _error(params)
+
+
+def test_every_loss_resolves_with_good_values(params):
+    from test_losses import CONFIGS
+
+    for name, options in CONFIGS.items():
+        params["loss"] = {"name": name, **options}
+        assert resolve_group(params, "main").loss == {"name": name, **options}
+
+
+def test_d2l_training_checked(params):
+    d2l = {"name": "d2l", "lid_k": 20, "lid_samples": 1280, "lid_batch": 128, "window": 5, "init_epoch": 1}
+    params["training"] = d2l
+    assert resolve_group(params, "main").training == d2l
+    params["training"] = {**d2l, "init_epoch": 2}
+    assert "training.init_epoch=2: expected an epoch < train.epochs=2" in _error(params)
+    params["training"] = {"name": "coteaching"}
+    assert "training.name='coteaching'" in _error(params)
+
+
+def test_per_setting_loss_overrides(params):
+    sl = params["sce_table1"]["digits"]["methods"]["sl"]
+    sl["overrides"] = {"asymmetric": {"beta": 5.0}, "symmetric-0.4": {"alpha": 0.5}}
+    g = resolve_group(params, "sce_table1-sl-digits")
+    beta = {s.name: (g.loss_for(s)["alpha"], g.loss_for(s)["beta"]) for s in g.settings}
+    assert beta == {"symmetric-0": (0.01, 1.0), "symmetric-0.4": (0.5, 1.0), "asymmetric-0.3": (0.01, 5.0)}
+    sl["overrides"] = {"symmetric-0.6": {"beta": 5.0}}
+    assert "methods.sl.overrides.symmetric-0.6" in _error(params, "sce_table1-sl-digits")
+    sl["overrides"] = {"asymmetric": {"beta": -5.0}}
+    assert "sce_table1.digits.methods.sl.overrides.asymmetric.beta=-5.0" in _error(params, "sce_table1-sl-digits")
+    sl["overrides"] = {"asymmetric": {"name": "ce"}}
+    assert "not its name" in _error(params, "sce_table1-sl-digits")

@@ -10,12 +10,12 @@ TRAIN = TINY_PARAMS["train"]
 MODEL = TINY_PARAMS["model"]
 
 
-def _run(loss, seed=0):
+def _run(loss, seed=0, **kwargs):
     ds = TinyDataset(n_per_class=20)
     data = engine.to_tensors(ds, torch.device("cpu"))
     holdout = np.zeros(len(ds.train_labels), dtype=bool)
     holdout[::10] = True
-    return engine.train_run(data, ds.train_labels, holdout, seed, MODEL, loss, TRAIN, 10)
+    return engine.train_run(data, ds.train_labels, holdout, seed, MODEL, loss, TRAIN, 10, **kwargs)
 
 
 def test_history_and_prediction_shapes():
@@ -43,3 +43,50 @@ def test_cnn_with_batch_norm_trains_at_mnist_shape():
     train = {**TRAIN, "epochs": 1, "milestones": [], "batch_size": 16}
     r = engine.train_run(data, ds.train_labels, holdout, 0, {"name": "sce_mnist_cnn"}, {"name": "ce"}, train, 10)
     assert r.test_pred.shape == (1, 100) and np.isfinite(r.history["train_loss"]).all()
+
+
+def _store_dataset():
+    from noisylabels.data.store import Dataset
+
+    ds = TinyDataset(n_per_class=20)
+    return Dataset(ds.name, ds.classes, {}, ds.train_images, ds.train_labels, ds.test_images, ds.test_labels)
+
+
+def test_group_results_do_not_depend_on_the_number_of_workers(params):
+    from noisylabels.config import resolve_group
+
+    group = resolve_group(params, "sce_table1-sl-digits")
+    ds = _store_dataset()
+    n, S, K = len(ds.train_labels), len(group.settings), len(group.seeds)
+    noisy = np.stack([np.stack([np.roll(ds.train_labels, i + j) for j in range(K)]) for i in range(S)])
+    holdout = np.zeros((K, n), dtype=bool)
+    holdout[:, ::10] = True
+    realized = np.broadcast_to(np.eye(10), (S, K, 10, 10))
+    seen = []
+    jobs = engine.group_jobs(group, noisy, holdout, realized, 10)
+    with engine.Workers(ds, "cpu", 1) as one_process:
+        one = engine.train_group(group, jobs, one_process, on_run_done=lambda run, r: seen.append(run.name))
+    with engine.Workers(ds, "cpu", 2) as two_processes:
+        two = engine.train_group(group, jobs, two_processes)
+    assert seen == [r.name for r in group.runs] == list(one) == list(two)
+    for name in one:
+        assert one[name].history == two[name].history
+        assert np.array_equal(one[name].test_pred, two[name].test_pred)
+
+
+def test_methods_train_end_to_end_with_their_own_history():
+    trunc = _run({"name": "truncated_lq", "q": 0.7, "k": 0.5, "start_epoch": 1, "interval": 1})
+    assert len(trunc.history["truncated_fraction"]) == TRAIN["epochs"]
+    d2l = _run({"name": "ce"}, training={"name": "d2l", "lid_k": 5, "lid_samples": 100, "lid_batch": 50,
+                                     "window": 2, "init_epoch": 1})
+    assert len(d2l.history["lid"]) == TRAIN["epochs"] and "d2l_turning_epoch" in d2l.metrics
+
+
+def test_forward_gets_the_realized_or_estimated_matrix():
+    realized = np.full((10, 10), 0.02) + 0.8 * np.eye(10)
+    cfg = {"name": "forward", "matrix": "realized", "anchor_percentile": 97.0}
+    assert np.array_equal(_run(cfg, realized=realized).matrix, realized)
+    identity, ce = _run({**cfg, "matrix": "identity"}), _run({"name": "ce"})
+    assert np.allclose(identity.history["train_loss"], ce.history["train_loss"], atol=1e-5)  # identity = CE
+    est = _run({**cfg, "matrix": "estimated"})
+    assert est.matrix.shape == (10, 10) and np.allclose(est.matrix.sum(1), 1)

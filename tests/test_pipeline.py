@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -65,9 +66,9 @@ def test_repro_writes_tables_figures_and_metrics(repo):
         assert (root / "reports" / f).stat().st_size > 0, f
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert 0 <= metrics["main"]["test_acc_last"] <= 100 and metrics["main"]["n_seeds"] == 2
-    assert set(metrics["sce_table1"]["digits"]) == {"ce", "sl"}
+    assert set(metrics["sce_table1"]["digits"]) == {"ce", "sl", "forward"}
     table = pd.read_csv(root / "reports/tables/sce_table1.csv")
-    assert len(table) == 6 and set(table["n_seeds"]) == {2}
+    assert len(table) == 9 and set(table["n_seeds"]) == {2}
     assert (table["published_dataset"] == "mnist").all()  # labelled stand-in, not ours
     assert "## published: Wang et al. 2019 (SCE), Table 1, mnist" in (root / "reports/tables/sce_table1.md").read_text()
 
@@ -83,6 +84,14 @@ def test_runs_are_in_mlflow(repo):
     assert child.data.tags["seed"] in ("0", "1") and child.data.params["loss.alpha"] == "0.01"
     assert len(child.data.metrics) > 5
     assert (root / "mlartifacts").is_dir()  # the report's table and figure, attached to parents
+
+
+def test_forward_used_the_realized_matrix_of_its_labels(repo):
+    root, _, _, _ = repo
+    noise_info = json.loads((root / "data/noisy/sce_table1-forward-digits/noise.json").read_text())
+    realized = {(r["setting"], r["seed"]): r["realized_matrix"] for r in noise_info["runs"]}
+    with np.load(root / "data/runs/sce_table1-forward-digits/asymmetric-0.3-s1.npz") as run:
+        assert np.array_equal(run["transition_matrix"], np.array(realized[("asymmetric-0.3", 1)]))
 
 
 def test_second_repro_runs_nothing(repo):

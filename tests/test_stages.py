@@ -48,11 +48,35 @@ def test_download_stage_rejects_unknown_dataset(tmp_path, params, write_params):
     _fails_cleanly(r, "dataset='svhn'", out)
 
 
-def test_pretrain_stops_before_training_when_tracking_server_is_down(tmp_path, params, write_params):
+@pytest.fixture
+def prepared(tmp_path, params, write_params):
+    """params, the raw digits and the main group's noisy labels in tmp_path (stage outputs)."""
+    def prepare(p):
+        path = write_params(p)
+        assert run_stage("download.py", "--dataset", "digits", "--params", path, "--out", tmp_path / "raw/digits",
+                         cwd=tmp_path).returncode == 0
+        assert run_stage("noise.py", "--group", "main", "--params", path, "--raw", tmp_path / "raw",
+                         "--out", tmp_path / "noisy/main", cwd=tmp_path).returncode == 0
+        return ["--group", "main", "--params", path, "--raw", tmp_path / "raw", "--noisy", tmp_path / "noisy"]
+
+    return prepare
+
+
+def test_pretrain_stops_before_training_when_tracking_server_is_down(tmp_path, params, prepared):
     with socket.socket() as s:  # a free loopback port with nothing listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "out"
-    r = run_stage("pretrain.py", "--group", "main", "--params", write_params(params), "--out", out,
-                  cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    r = run_stage("pretrain.py", *prepared(params), "--out", out, cwd=tmp_path,
+                  env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
     _fails_cleanly(r, "tracking server unreachable", out)
+
+
+def test_pretrain_refuses_backward_with_a_singular_matrix_before_any_work(tmp_path, params, prepared):
+    # every row uniform: rows sum to 1 (a valid transition matrix) but T has no inverse
+    params["loss"] = {"name": "backward", "matrix": [[0.1] * 10] * 10, "anchor_percentile": 97.0}
+    out = tmp_path / "runs"
+    r = run_stage("pretrain.py", *prepared(params), "--out", out, cwd=tmp_path,
+                  env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    _fails_cleanly(r, "backward needs an invertible transition matrix", out)
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was started either

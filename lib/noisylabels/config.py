@@ -5,11 +5,12 @@ A stage calls `load_params(path)` and then `resolve_group(params, name)` (or
 message is one line naming the key, the value and what is allowed.
 
 Two shapes of run group share one resolved form, `Group`:
-- `main`: the top-level sections `data`, `noise`, `model`, `loss`, `train` (one noise
-  setting, several seeds); this is what `dvc exp run -S loss.alpha=0.1` changes.
+- `main`: the top-level sections `data`, `noise`, `model`, `loss`, `training`, `train`
+  (one noise setting, several seeds); what `dvc exp run -S loss.alpha=0.1` changes.
 - a paper table group, listed in `groups:` as {table, dataset, method}; its settings come
   from the table's section: `<table>.noise` (the grid of noise settings and seeds) and
-  `<table>.<dataset>` (model, train and the method's loss).
+  `<table>.<dataset>` (model, train and `methods.<method>`: its loss, optional per-setting
+  loss `overrides` and optional `training` method).
 Pure Python on purpose: the light stages import it without importing torch.
 """
 from __future__ import annotations
@@ -98,11 +99,67 @@ NOISE_DRAWS = ("exact", "per-sample")
 # Data sets with a published class-dependent map (noise.py holds the maps).
 ASYMMETRIC_DATASETS = ("digits", "mnist", "cifar10", "cifar100")
 
+def _matrix(key, value):
+    """Where Forward/Backward get T: the noise stage's realized matrix, Patrini et al.'s
+    anchor-point estimate, the identity (SCE's published run, which makes them plain CE),
+    or a literal K x K list whose rows each sum to 1."""
+    if value in MATRIX_SOURCES:
+        return value
+    allowed = f"expected one of {', '.join(MATRIX_SOURCES)} or a square list of rows, each summing to 1"
+    if not isinstance(value, list) or not value or any(not isinstance(r, list) or len(r) != len(value) for r in value):
+        _fail(key, value, allowed)
+    for i, row in enumerate(value):
+        for j, v in enumerate(row):
+            _number(0, 1)(f"{key}[{i}][{j}]", v)
+        if abs(sum(row) - 1) > 1e-6:
+            _fail(f"{key}[{i}]", row, f"row sums to {sum(row):g}; {allowed}")
+    return value
+
+
+MATRIX_SOURCES = ("realized", "estimated", "identity")
+_A = _number(hi=0, hi_open=True)  # log 0 := A in RCE; A < 0
+_q = _number(0, 1, lo_open=True)
+_weight = _nonneg  # alpha, beta: the weights of a loss's two terms
+
 # Loss name -> its hyper-parameters; losses.py implements exactly these (a test checks it).
+# The formulas are in losses.py's docstring.
 LOSSES = {
     "ce": {},
-    # SCE paper Eq. 7: alpha*CE + beta*RCE, with log 0 := A in RCE (A < 0).
-    "sl": {"alpha": _nonneg, "beta": _nonneg, "A": _number(hi=0, hi_open=True)},
+    "scaled_ce": {"scale": _positive},
+    "rce": {"A": _A},
+    "sl": {"alpha": _weight, "beta": _weight, "A": _A},
+    "lsr": {"epsilon": _number(0, 1, hi_open=True)},
+    "lsr_sl": {"epsilon": _number(0, 1, lo_open=True, hi_open=True), "alpha": _weight, "beta": _weight},
+    "bootstrap": {"beta": _number(0, 1), "mode": _one_of("soft", "hard")},
+    "forward": {"matrix": _matrix, "anchor_percentile": _number(0, 100, lo_open=True)},
+    "backward": {"matrix": _matrix, "anchor_percentile": _number(0, 100, lo_open=True)},
+    "forward_sl": {"matrix": _matrix, "anchor_percentile": _number(0, 100, lo_open=True),
+                   "beta": _weight, "A": _A},
+    "mae": {},
+    "gce": {"q": _q},
+    # weights w = 1[p_y > k] recomputed at start_epoch and every `interval` epochs after it
+    "truncated_lq": {"q": _q, "k": _number(0, 1, lo_open=True, hi_open=True),
+                     "start_epoch": _number(1, integer=True), "interval": _number(1, integer=True)},
+    "nce": {},
+    "nfl": {"gamma": _nonneg},
+    "ngce": {"q": _q},
+    "nce_rce": {"alpha": _weight, "beta": _weight, "A": _A},
+    "nce_mae": {"alpha": _weight, "beta": _weight},
+    "nfl_rce": {"alpha": _weight, "beta": _weight, "gamma": _nonneg, "A": _A},
+    "nfl_mae": {"alpha": _weight, "beta": _weight, "gamma": _nonneg},
+}
+
+# How a method trains; "standard" minimises its loss. D2L (Ma et al. 2018) trains with its
+# loss until the LID of the penultimate features turns up, then bootstraps (methods.py).
+TRAININGS = {
+    "standard": {},
+    "d2l": {
+        "lid_k": _number(1, integer=True),          # neighbours in the LID estimate (paper: 20)
+        "lid_samples": _number(2, integer=True),    # random training samples per epoch (1280)
+        "lid_batch": _number(2, integer=True),      # LID is averaged over batches of this size (128)
+        "window": _number(2, integer=True),         # epochs in the turning-point window (5)
+        "init_epoch": _number(1, integer=True),     # no turning point before this epoch
+    },
 }
 
 # Model name -> its options; models.py builds exactly these (a test checks it).
@@ -217,12 +274,17 @@ class Group:
     draw: str
     val_fraction: float
     model: dict
-    loss: dict
+    loss: dict  # the method's loss as written; loss_for(setting) applies its overrides
     train: dict
+    training: dict  # {"name": "standard"} or {"name": "d2l", ...}: see TRAININGS
+    overrides: dict  # setting name -> that setting's resolved loss, where it differs
 
     @property
     def runs(self) -> list[Run]:
         return [Run(s, seed) for s in self.settings for seed in self.seeds]
+
+    def loss_for(self, setting: NoiseSetting) -> dict:
+        return self.overrides.get(setting.name, self.loss)
 
 
 def load_params(path: str | Path) -> dict:
@@ -267,6 +329,54 @@ def _noise_settings(key, value, dataset):
     return tuple(settings)
 
 
+def num_classes(params: dict, dataset: str) -> int:
+    """The class count of a data set, known before it is downloaded."""
+    if dataset == "cifar4":
+        return len(dataset_options(params, dataset)["classes"])
+    return 100 if dataset == "cifar100" else 10
+
+
+def _loss(key, value, train, classes):
+    """A loss section, checked against the schedule and the class count."""
+    loss = _named(key, value, LOSSES)
+    if loss["name"] == "truncated_lq" and loss["start_epoch"] > train["epochs"]:
+        _fail(f"{key}.start_epoch", loss["start_epoch"], f"expected an epoch <= train.epochs={train['epochs']}")
+    if isinstance(loss.get("matrix"), list) and len(loss["matrix"]) != classes:
+        _fail(f"{key}.matrix", f"{len(loss['matrix'])}x{len(loss['matrix'])}",
+              f"expected a {classes}x{classes} matrix (the data set has {classes} classes)")
+    return loss
+
+
+def _training(key, value, train):
+    training = _named(key, value, TRAININGS)
+    if training["name"] == "d2l" and training["init_epoch"] >= train["epochs"]:
+        _fail(f"{key}.init_epoch", training["init_epoch"], f"expected an epoch < train.epochs={train['epochs']}")
+    return training
+
+
+def _overrides(key, value, base, settings, train, classes) -> dict:
+    """`{noise type or setting name: {loss key: value}}` -> {setting name: resolved loss}.
+
+    Papers change a hyper-parameter for some settings (SCE: beta 5.0 on CIFAR-10 at
+    asymmetric 40%); a noise-type entry applies to all its rates, a setting entry wins.
+    """
+    if not isinstance(value, dict):
+        _fail(key, value, "expected a mapping from a noise type or setting name to loss values")
+    names = {s.name for s in settings} | {s.type for s in settings}
+    for k in value:
+        if k not in names:
+            _fail(f"{key}.{k}", value[k], f"expected a noise type or setting of the grid: {', '.join(sorted(names))}")
+        if not isinstance(value[k], dict) or "name" in value[k]:
+            _fail(f"{key}.{k}", value[k], "expected a mapping of the loss's hyper-parameters (not its name)")
+    out = {}
+    for s in settings:
+        changes = {**value.get(s.type, {}), **value.get(s.name, {})}
+        if changes:
+            where = s.name if s.name in value else s.type
+            out[s.name] = _loss(f"{key}.{where}", {**base, **changes}, train, classes)
+    return out
+
+
 def dataset_options(params: dict, name: str) -> dict:
     """The download settings of data set `name` (params section `datasets.<name>`)."""
     _one_of(*DATASETS)("dataset", name)
@@ -283,13 +393,16 @@ def resolve_group(params: dict, name: str) -> Group:
         noise = _section("noise", _require(params, "noise"), NOISE_MAIN)
         setting = NoiseSetting(noise["type"], float(noise["rate"]))
         _check_noise_for_dataset("noise.type", setting, data["name"])
-        loss = _named("loss", _require(params, "loss"), LOSSES)
+        train = _train("train", _require(params, "train"))
+        classes = num_classes(params, data["name"])
+        loss = _loss("loss", _require(params, "loss"), train, classes)
         group = Group(
             name=MAIN, table=MAIN, paper=MAIN, method=loss["name"], dataset=data["name"],
             settings=(setting,), seeds=tuple(noise["seeds"]), draw=noise["draw"],
             val_fraction=noise["val_fraction"],
             model=_named("model", _require(params, "model"), MODELS),
-            loss=loss, train=_train("train", _require(params, "train")),
+            loss=loss, train=train, training=_training("training", _require(params, "training"), train),
+            overrides={},
         )
     else:
         groups = _require(params, "groups")
@@ -308,15 +421,20 @@ def resolve_group(params: dict, name: str) -> Group:
         if g["method"] not in methods:
             _fail(f"groups.{name}.method", g["method"], f"expected one of {dkey}.methods: {', '.join(methods)}")
         mkey = f"{dkey}.methods.{g['method']}"
-        method = _section(mkey, methods[g["method"]], {"loss": None})
+        # a method is its loss, optionally per-setting loss overrides and a training method
+        method = _section(mkey, {"overrides": {}, "training": {"name": "standard"}, **methods[g["method"]]},
+                          {"loss": None, "overrides": None, "training": None})
+        train = _train(f"{dkey}.train", ds["train"])
+        classes = num_classes(params, g["dataset"])
+        settings = _noise_settings(f"{tkey}.noise.settings", noise["settings"], g["dataset"])
+        loss = _loss(f"{mkey}.loss", method["loss"], train, classes)
         group = Group(
             name=name, table=tkey, paper=str(table.get("paper", tkey)), method=g["method"],
-            dataset=g["dataset"],
-            settings=_noise_settings(f"{tkey}.noise.settings", noise["settings"], g["dataset"]),
+            dataset=g["dataset"], settings=settings,
             seeds=tuple(noise["seeds"]), draw=noise["draw"], val_fraction=noise["val_fraction"],
             model=_named(f"{dkey}.model", ds["model"], MODELS),
-            loss=_named(f"{mkey}.loss", method["loss"], LOSSES),
-            train=_train(f"{dkey}.train", ds["train"]),
+            loss=loss, train=train, training=_training(f"{mkey}.training", method["training"], train),
+            overrides=_overrides(f"{mkey}.overrides", method["overrides"], loss, settings, train, classes),
         )
     dataset_options(params, group.dataset)  # the data set must be downloadable too
     return group

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from noisylabels.config import NoiseSetting
+from noisylabels.data.sources import DataError
 from noisylabels.io import atomic_dir, write_json
 
 # class index -> class index; by name in the comments
@@ -152,6 +153,14 @@ def save(out_dir, group, noisy, holdout, records) -> None:
 def load(path) -> tuple[np.ndarray, np.ndarray, dict]:
     """(noisy S x K x N, holdout K x N, noise.json) of a noise stage output."""
     path = Path(path)
+    if not (path / "labels.npz").is_file() or not (path / "noise.json").is_file():
+        raise DataError(f"{path}: no noisy labels (labels.npz, noise.json); run its noise stage first")
     with np.load(path / "labels.npz") as f:
         noisy, holdout = f["noisy"], f["holdout"]
     return noisy, holdout, json.loads((path / "noise.json").read_text())
+
+
+def realized_matrices(info: dict) -> np.ndarray:
+    """settings x seeds x C x C: the realized transition matrices recorded in noise.json."""
+    by_run = {(r["setting"], r["seed"]): r["realized_matrix"] for r in info["runs"]}
+    return np.array([[by_run[(s, seed)] for seed in info["seeds"]] for s in info["settings"]])

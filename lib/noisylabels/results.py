@@ -1,9 +1,10 @@
 """The pretrain stage's on-disk format, data/runs/<group>/, which the evaluate stage reads.
 
 group.json   the group's resolved settings, its MLflow parent run id, and per run: name,
-             setting, seed, mlflow_run_id
-<run>.npz    the per-epoch history (one array per engine.HISTORY_KEYS entry), test_pred
-             (epochs x n_test), val_pred (epochs x n_val), train_pred (fitted samples)
+             setting, seed, mlflow_run_id, the method's final metrics (e.g. D2L's turning epoch)
+<run>.npz    the per-epoch history (history_<key>: engine.HISTORY_KEYS and the method's own),
+             test_pred (epochs x n_test), val_pred (epochs x n_val), train_pred (fitted
+             samples), and transition_matrix when a Forward/Backward loss used one
 <run>.pt     the final weights (a state dict, for inspection or reuse)
 """
 from __future__ import annotations
@@ -22,8 +23,9 @@ def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: 
 
     with atomic_dir(out_dir) as tmp:
         for name, r in results.items():
+            matrix = {} if r.matrix is None else {"transition_matrix": r.matrix}
             np.savez_compressed(tmp / f"{name}.npz", test_pred=r.test_pred, val_pred=r.val_pred,
-                                train_pred=r.train_pred,
+                                train_pred=r.train_pred, **matrix,
                                 **{f"history_{k}": np.asarray(v) for k, v in r.history.items()})
             torch.save(r.state_dict, tmp / f"{name}.pt")
         write_json(tmp / "group.json", {
@@ -31,7 +33,8 @@ def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: 
             "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
             "mlflow_parent_run_id": parent_run_id,
             "runs": [{"name": run.name, "setting": run.setting.name, "seed": run.seed,
-                      "mlflow_run_id": run_ids[run.name]} for run in group.runs],
+                      "mlflow_run_id": run_ids[run.name], "method_metrics": results[run.name].metrics}
+                     for run in group.runs],
         })
 
 

@@ -88,26 +88,30 @@ def run_tags(group, run) -> dict[str, str]:
             "noise_rate": f"{run.setting.rate:g}", "seed": str(run.seed)}
 
 
+def _flat(section: str, values: dict) -> dict:
+    return {f"{section}.{k}": v for k, v in values.items()}
+
+
 def _shared_params(group) -> dict:
     """The settings every run of the group shares, flattened to MLflow param names."""
-    flat = {"dataset": group.dataset, "method": group.method,
-            "noise.draw": group.draw, "noise.val_fraction": group.val_fraction}
-    for section in ("model", "loss", "train"):
-        flat.update({f"{section}.{k}": v for k, v in getattr(group, section).items()})
-    return flat
+    return {"dataset": group.dataset, "method": group.method, "noise.draw": group.draw,
+            "noise.val_fraction": group.val_fraction,
+            **_flat("model", group.model), **_flat("train", group.train), **_flat("training", group.training)}
 
 
 def group_params(group) -> dict[str, str]:
-    """The group's resolved settings (parent run): shared ones plus its grid."""
-    flat = {**_shared_params(group), "noise.settings": [s.name for s in group.settings],
-            "noise.seeds": list(group.seeds)}
+    """The group's resolved settings (parent run): shared ones, its loss, overrides and grid."""
+    flat = {**_shared_params(group), **_flat("loss", group.loss),
+            "noise.settings": [s.name for s in group.settings], "noise.seeds": list(group.seeds)}
+    if group.overrides:
+        flat["loss.overrides"] = group.overrides
     return {k: str(v) for k, v in flat.items()}
 
 
 def run_params(group, run) -> dict[str, str]:
-    """One trained model's resolved settings: shared ones plus its noise setting and seed."""
-    flat = {**_shared_params(group), "noise.type": run.setting.type, "noise.rate": run.setting.rate,
-            "seed": run.seed}
+    """One trained model's resolved settings: shared ones, its loss, noise setting and seed."""
+    flat = {**_shared_params(group), **_flat("loss", group.loss_for(run.setting)),
+            "noise.type": run.setting.type, "noise.rate": run.setting.rate, "seed": run.seed}
     return {k: str(v) for k, v in flat.items()}
 
 

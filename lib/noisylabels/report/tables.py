@@ -15,7 +15,7 @@ import pandas as pd
 from noisylabels.config import group_names, resolve_group
 from noisylabels.data.sources import DataError
 from noisylabels.metrics import SEED_SUMMARY, mean_std
-from noisylabels.report.published import PUBLISHED, STAND_IN
+from noisylabels.report.published import PUBLISHED, UNPUBLISHED
 
 PERCENT = ("test_acc_last", "test_acc_best", "train_acc_noisy", "train_acc_true")
 
@@ -75,7 +75,7 @@ def published_for(table: str, dataset: str):
     entry = PUBLISHED.get(table)
     if not entry:
         return None
-    shown = dataset if dataset in entry["datasets"] else STAND_IN.get(dataset)
+    shown = dataset if dataset in entry["datasets"] else entry["stand_in"].get(dataset)
     if shown not in entry["datasets"]:
         return None
     return shown, entry["datasets"][shown], entry["source"]
@@ -100,7 +100,10 @@ def table_markdown(title: str, summary: pd.DataFrame, seeds: list[int]) -> str:
     for dataset, part in summary.groupby("dataset", sort=False):
         parts += [f"## {dataset}: ours, last epoch", "", _pivot(part, "test_acc_last").to_markdown(), "",
                   f"## {dataset}: ours, best epoch", "", _pivot(part, "test_acc_best").to_markdown(), ""]
-        pub = published_for(part["table"].iloc[0], dataset)
+        table = part["table"].iloc[0]
+        pub = published_for(table, dataset)
+        if table in UNPUBLISHED:
+            parts += [f"*{UNPUBLISHED[table]}*", ""]
         if pub:
             shown, rows, source = pub
             note = "" if shown == dataset else f" ({shown}, shown for reference: not the same data set as ours)"
