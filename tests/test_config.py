@@ -132,3 +132,23 @@ def test_per_setting_loss_overrides(params):
     assert "sce_table1.digits.methods.sl.overrides.asymmetric.beta=-5.0" in _error(params, "sce_table1-sl-digits")
     sl["overrides"] = {"asymmetric": {"name": "ce"}}
     assert "not its name" in _error(params, "sce_table1-sl-digits")
+
+
+def test_every_table_section_of_params_yaml_resolves():
+    """Each (table, data set, method) written in params.yaml, the full-scale ones included."""
+    from conftest import REPO
+    from noisylabels.config import load_params
+    from noisylabels.data.sources import DATASETS
+
+    params = load_params(REPO / "params.yaml")
+    resolved = 0
+    for table, section in params.items():
+        if not (isinstance(section, dict) and "noise" in section):
+            continue
+        for dataset in (d for d in section if d in DATASETS):
+            params["datasets"].setdefault(dataset, {})
+            for method in section[dataset]["methods"]:
+                params["groups"] = {"g": {"table": table, "dataset": dataset, "method": method}}
+                resolve_group(params, "g")
+                resolved += 1
+    assert resolved == 7 * 4 + 2 * 2 + 4 * 3 + 4 * 3  # SCE T1, T2, GCE, APL sections

@@ -15,7 +15,9 @@ def test_registry_matches_the_params_schema():
 def test_output_shapes():
     cases = [({"name": "digits_mlp", "hidden": 32, "depth": 2}, (1, 8, 8)),
              ({"name": "sce_mnist_cnn"}, (1, 28, 28)),
-             ({"name": "sce_cifar10_cnn"}, (3, 32, 32))]
+             ({"name": "sce_cifar10_cnn"}, (3, 32, 32)),
+             ({"name": "sce_resnet44"}, (3, 32, 32)),
+             ({"name": "gce_resnet34"}, (3, 32, 32))]
     for cfg, shape in cases:
         m = models.build_model(cfg, shape, 10).eval()
         assert m(torch.zeros(4, *shape)).shape == (4, 10)
@@ -33,3 +35,25 @@ def test_sce_mnist_cnn_layers():
     convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32, 64]
     assert m.fc1[1].out_features == 128
+
+
+def _weighted_layers(m):
+    """conv3x3 and dense layers; 1x1 projection shortcuts are not counted in a ResNet's depth."""
+    return [x for x in m.modules()
+            if isinstance(x, torch.nn.Linear) or (isinstance(x, torch.nn.Conv2d) and x.kernel_size == (3, 3))]
+
+
+def test_sce_resnet44_is_a_44_layer_preactivation_resnet():
+    m = models.build_model({"name": "sce_resnet44"}, (3, 32, 32), 100)
+    layers = _weighted_layers(m)
+    assert len(layers) == 44
+    assert sorted({c.out_channels for c in layers[:-1]}) == [16, 32, 64] and layers[-1].out_features == 100
+    projections = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d) and x.kernel_size == (1, 1)]
+    assert [(c.in_channels, c.out_channels) for c in projections] == [(16, 32), (32, 64)]
+    assert sum(p.numel() for p in m.parameters()) == 666_996  # pins the architecture; He et al. give 0.66M for ResNet-44
+
+
+def test_gce_resnet34_matches_the_cifar_resnet34():
+    m = models.build_model({"name": "gce_resnet34"}, (3, 32, 32), 10)
+    assert len(_weighted_layers(m)) == 34
+    assert sum(p.numel() for p in m.parameters()) == 21_282_122  # the CIFAR ResNet-34's published count

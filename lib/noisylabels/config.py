@@ -167,6 +167,8 @@ MODELS = {
     "digits_mlp": {"hidden": _number(1, integer=True), "depth": _number(1, integer=True)},
     "sce_mnist_cnn": {},
     "sce_cifar10_cnn": {},
+    "sce_resnet44": {},
+    "gce_resnet34": {},
 }
 
 TRAIN = {

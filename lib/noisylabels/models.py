@@ -6,7 +6,13 @@
   FC 128-BN-ReLU, FC C.
 - sce_cifar10_cnn: SCE's 8-layer CIFAR-10 CNN, [conv3x3(64)-BN-ReLU]x2-pool, [..128..]x2-pool,
   [..196..]x2-pool, FC 256-BN-ReLU, FC C ('same' padding; 3136 inputs to fc1 at 32x32).
-The CNNs use He-normal initialisation, as the Keras originals. Input shape is (C, H, W).
+- sce_resnet44: SCE's CIFAR-100 ResNet-44: pre-activation blocks (BN-ReLU-conv3x3, twice),
+  widths 16/32/64, 7 blocks per stage, 1x1 projection shortcuts where the shape changes,
+  then BN-ReLU-global pool-FC: 1 + 42 + 1 = 44 weighted layers.
+- gce_resnet34: the CIFAR ResNet-34 of the GCE paper (as in its public port): a 3x3 stem,
+  basic blocks [3, 4, 6, 3] of widths 64/128/256/512 (conv-BN-ReLU, 1x1 conv-BN projection
+  shortcuts), global pool, FC.
+The SCE networks use He-normal initialisation, as the Keras originals. Input shape is (C, H, W).
 The names and options are the ones `config.MODELS` validates.
 """
 from __future__ import annotations
@@ -64,10 +70,69 @@ def sce_cifar10_cnn(in_shape, num_classes) -> nn.Module:
     return _ConvNet(nn.Sequential(*layers), in_shape, 256, num_classes)
 
 
+class _Block(nn.Module):
+    """A two-conv residual block; pre-activation (He et al. 2016b) or the original order."""
+
+    def __init__(self, c_in, c_out, stride, preact: bool):
+        super().__init__()
+        self.preact = preact
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn1, self.bn2 = nn.BatchNorm2d(c_in if preact else c_out), nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:  # 1x1 projection where the shape changes
+            proj = [nn.Conv2d(c_in, c_out, 1, stride, bias=False)]
+            self.shortcut = nn.Sequential(*proj) if preact else nn.Sequential(*proj, nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        if self.preact:
+            out = torch.relu(self.bn1(x))
+            shortcut = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(out)
+            out = self.conv1(out)
+            return self.conv2(torch.relu(self.bn2(out))) + shortcut
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class _ResNet(nn.Module):
+    """Stem conv3x3, stages of blocks (each stage after the first halves the size), pool, FC."""
+
+    def __init__(self, in_shape, num_classes, stem: int, widths, blocks, preact: bool):
+        super().__init__()
+        layers, c = [nn.Conv2d(in_shape[0], stem, 3, 1, 1, bias=False)], stem
+        if not preact:
+            layers += [nn.BatchNorm2d(stem), nn.ReLU()]
+        for i, (width, n) in enumerate(zip(widths, blocks)):
+            for j in range(n):
+                layers.append(_Block(c, width, 2 if i > 0 and j == 0 else 1, preact))
+                c = width
+        if preact:  # the last block's output is not yet normalised
+            layers += [nn.BatchNorm2d(c), nn.ReLU()]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+def sce_resnet44(in_shape, num_classes) -> nn.Module:
+    model = _ResNet(in_shape, num_classes, 16, (16, 32, 64), (7, 7, 7), preact=True)
+    for m in model.modules():  # He-normal, as the Keras original
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+    return model
+
+
+def gce_resnet34(in_shape, num_classes) -> nn.Module:
+    return _ResNet(in_shape, num_classes, 64, (64, 128, 256, 512), (3, 4, 6, 3), preact=False)
+
+
 MODELS = {
     "digits_mlp": digits_mlp,
     "sce_mnist_cnn": sce_mnist_cnn,
     "sce_cifar10_cnn": sce_cifar10_cnn,
+    "sce_resnet44": sce_resnet44,
+    "gce_resnet34": gce_resnet34,
 }
 
 
