@@ -1,20 +1,20 @@
 """Benchmark: how to spend two CPU cores on the many small runs of a group.
 
-    python benchmarks/threads.py [--epochs 40] [--runs 4]
+    python benchmarks/threads.py [--epochs 40] [--runs 16]
 
-Trains the default digits run (params.yaml's main experiment model, loss and schedule) in
-three ways and prints runs per second and the ratio to the first:
-  1. one process, 1 torch thread, runs one after another (the pretrain stage's default);
-  2. one process, 2 torch threads;
-  3. two processes with 1 thread each, splitting the runs.
-All three are measured in this one invocation, so they share the machine's load; each
-process first trains one warm-up epoch, and only the training loops are timed.
+Trains the default digits run (params.yaml's main experiment model, loss and schedule)
+through engine.Workers, as the pretrain stage does, in three ways, and prints the wall time,
+runs per second and the ratio to the first:
+  1. one process, 1 torch thread (`--workers 1`);
+  2. one process, 2 torch threads (`--workers 1 --threads 2`);
+  3. two forked worker processes with 1 thread each (the stage's default, `--workers 2`).
+All three are measured in this one invocation, so they share the machine's load. Wall
+time includes starting the workers; the two-process case runs first, so it forks before
+this process has run any torch op, as in the stage.
 """
-import multiprocessing as mp
 import time
 
 import click
-import numpy as np
 import torch
 
 from noisylabels import engine, noise
@@ -23,51 +23,39 @@ from noisylabels.data import sources
 from noisylabels.data.store import Dataset
 
 
-def _dataset():
+def _jobs(runs: int, epochs: int):
     a = sources.fetch("digits", {"test_fraction": 0.3, "split_seed": 0}, "unused")
-    return Dataset("digits", a.classes, {}, a.train_images, a.train_labels, a.test_images, a.test_labels)
-
-
-def _train(seeds, threads, epochs, out=None):
-    """Train one run per seed; return (or put on `out`) the seconds spent in training only."""
-    torch.set_num_threads(threads)
+    ds = Dataset("digits", a.classes, {}, a.train_images, a.train_labels, a.test_images, a.test_labels)
     g = resolve_group(load_params("params.yaml"), "main")
-    ds = _dataset()
-    data = engine.to_tensors(ds, torch.device("cpu"))
-    labels, holdout, _ = noise.generate(ds, g.settings, [0, *seeds], g.draw, g.val_fraction)
-    cfg = {**g.train, "epochs": epochs}
-    engine.train_run(data, labels[0, 0], holdout[0], 0, g.model, g.loss, {**cfg, "epochs": 1}, ds.num_classes)  # warm-up
+    seeds = list(range(runs))
+    labels, holdout, _ = noise.generate(ds, g.settings, seeds, g.draw, g.val_fraction)
+    jobs = [dict(noisy=labels[0, j], holdout=holdout[j], seed=seed, model_cfg=g.model, loss_cfg=g.loss,
+                 train_cfg={**g.train, "epochs": epochs}, num_classes=ds.num_classes)
+            for j, seed in enumerate(seeds)]
+    return ds, jobs
+
+
+def _seconds(ds, jobs, processes: int, threads: int) -> float:
     t = time.perf_counter()
-    for j, seed in enumerate(seeds, start=1):
-        engine.train_run(data, labels[0, j], holdout[j], seed, g.model, g.loss, cfg, ds.num_classes)
-    seconds = time.perf_counter() - t
-    if out is not None:
-        out.put(seconds)
-    return seconds
+    with engine.Workers(ds, torch.device("cpu"), processes, threads) as workers:
+        list(workers.map(jobs))
+    return time.perf_counter() - t
 
 
 @click.command()
 @click.option("--epochs", default=40, show_default=True)
-@click.option("--runs", default=4, show_default=True, help="runs per measurement (even)")
+@click.option("--runs", default=16, show_default=True, help="runs per measurement (a group has 9 to 24)")
 def main(epochs, runs):
-    seeds = list(range(1, runs + 1))
-    results = [("1 process x 1 thread", _train(seeds, 1, epochs)),
-               ("1 process x 2 threads", _train(seeds, 2, epochs))]
-    ctx = mp.get_context("spawn")  # each worker imports torch afresh, as a stage process would
-    out = ctx.Queue()
-    t = time.perf_counter()
-    procs = [ctx.Process(target=_train, args=(seeds[i::2], 1, epochs, out)) for i in range(2)]
-    for p in procs:
-        p.start()
-    training = max(out.get() for _ in procs)  # the two workers train side by side
-    for p in procs:
-        p.join()
-    results.append(("2 processes x 1 thread", training))
+    ds, jobs = _jobs(runs, epochs)
+    two_processes = _seconds(ds, jobs, 2, 1)
+    _seconds(ds, jobs[:1], 1, 1)  # warm-up of this process's first torch ops, not timed
+    results = [("1 process x 1 thread", _seconds(ds, jobs, 1, 1)),
+               ("1 process x 2 threads", _seconds(ds, jobs, 1, 2)),
+               ("2 processes x 1 thread", two_processes)]
     base = results[0][1]
-    print(f"{runs} runs of {epochs} epochs each (digits, main experiment settings); training time only")
+    print(f"{runs} runs of {epochs} epochs each (digits, main experiment settings); wall time")
     for label, seconds in results:
         print(f"{label:24s} {seconds:7.2f} s  {runs / seconds:6.2f} runs/s  speed-up x{base / seconds:.2f}")
-    print(f"2 processes: {time.perf_counter() - t - training:.2f} s of start-up (imports, data) on top")
 
 
 if __name__ == "__main__":
