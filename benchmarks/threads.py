@@ -29,7 +29,7 @@ def _jobs(runs: int, epochs: int):
     g = resolve_group(load_params("params.yaml"), "main")
     seeds = list(range(runs))
     labels, holdout, _ = noise.generate(ds, g.settings, seeds, g.draw, g.val_fraction)
-    jobs = [dict(noisy=labels[0, j], holdout=holdout[j], seed=seed, model_cfg=g.model, loss_cfg=g.loss,
+    jobs = [dict(kind="single", noisy=labels[0, j], holdout=holdout[j], seed=seed, model_cfg=g.model, loss_cfg=g.loss,
                  train_cfg={**g.train, "epochs": epochs}, num_classes=ds.num_classes)
             for j, seed in enumerate(seeds)]
     return ds, jobs

@@ -1,33 +1,48 @@
-"""Stage noise@<group>: draw the noisy training labels of every run of a group.
+"""Stage noise: draw the noisy training labels of every run of every group.
 
-    python stages/noise.py --group main                 # -> data/noisy/main/
-    python stages/noise.py --group sce_table1-ce-digits
+    python stages/noise.py                              # every group -> data/noisy/<group>/
+    python stages/noise.py --group sce_table1-ce-digits --out /tmp/noisy   # one group
 
-Writes labels.npz (noisy: settings x seeds x N, holdout: seeds x N) and noise.json (the
+Per group: noisy.npy (settings x seeds x N), holdout.npy (seeds x N) and noise.json (the
 realized transition matrix and noise rate of every setting and seed). The labels depend only
-on (data set, setting, seed), so every method sees the same ones.
+on (data set, setting, seed), so every method sees the same ones. One stage for all groups:
+DVC's cost grows with the number of stages, and drawing every group's labels takes about a
+second; each training stage depends on its own group's folder only, so it reruns only when
+its labels change.
 """
 import click
 
 from noisylabels import noise
 from noisylabels.cli import stage_errors
-from noisylabels.config import load_params, resolve_group
+from noisylabels.config import group_names, load_params, resolve_group
 from noisylabels.data import store
+from noisylabels.io import atomic_dir
 
 
 @click.command()
-@click.option("--group", required=True, help="main, or a key of params.yaml `groups`")
+@click.option("--group", default=None, help="only this group (main, or a key of `groups` / `two_phase_groups`)")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--raw", default="data/raw", show_default=True, help="folder of the download stage's outputs")
-@click.option("--out", default=None, help="output folder [default: data/noisy/<group>]")
+@click.option("--out", default=None,
+              help="output folder [default: data/noisy, one subfolder per group; with --group: data/noisy/<group>]")
 def main(group, params_file, raw, out):
-    with stage_errors():
-        g = resolve_group(load_params(params_file), group)
-        dataset = store.load(f"{raw}/{g.dataset}")
-    noisy, holdout, records = noise.generate(dataset, g.settings, g.seeds, g.draw, g.val_fraction)
-    noise.save(out or f"data/noisy/{group}", g, noisy, holdout, records)
-    for r in records:
-        click.echo(f"{group} {r['setting']} seed {r['seed']}: realized noise rate {r['realized_rate']:.4f}")
+    with stage_errors():  # every group and data set is checked before any label is drawn
+        params = load_params(params_file)
+        groups = [resolve_group(params, name) for name in ([group] if group else group_names(params))]
+        datasets = {name: store.load(f"{raw}/{name}") for name in dict.fromkeys(g.dataset for g in groups)}
+
+    def draw(g, folder):
+        noisy, holdout, records = noise.generate(datasets[g.dataset], g.settings, g.seeds, g.draw, g.val_fraction)
+        noise.save(folder, g, noisy, holdout, records)
+        rates = ", ".join(f"{r['setting']}/s{r['seed']} {r['realized_rate']:.3f}" for r in records)
+        click.echo(f"{g.name}: realized noise rates {rates}")
+
+    if group:
+        draw(groups[0], out or f"data/noisy/{group}")
+        return
+    with atomic_dir(out or "data/noisy") as tmp:  # groups no longer in params leave no folder behind
+        for g in groups:
+            draw(g, tmp / g.name)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,33 @@
-"""Stage pretrain@<group>: train every run of a group (single-phase methods) and log to MLflow.
+"""Stage pretrain@<group>: train every run of a group and log to MLflow.
 
     python stages/pretrain.py --group main              # -> data/runs/main/
     python stages/pretrain.py --group sce_table1-sl-digits
+    python stages/pretrain.py --group joint_table-tanaka-digits   # two-phase: -> data/phase1/<group>/
 
-The group becomes one MLflow parent run in its table's experiment, each trained model a run
-nested under it (params, tags, per-epoch metrics); predictions and weights go to
-data/runs/<group>/ for the evaluate stage.
+A single-phase group is trained here in full; its predictions and weights go to
+data/runs/<group>/ for the evaluate stage. A two-phase group (params `two_phase_groups`)
+runs its phase 1 here: label correction (joint optimisation, PENCIL) or O2U-Net's ranking,
+whose corrected labels or kept-sample masks go to data/phase1/<group>/ for the finetune
+stage. The group becomes one MLflow parent run in its table's experiment, each trained
+model a run nested under it (params, tags, per-epoch metrics).
 """
 import os
 
 import click
 
-from noisylabels import engine, noise, results, tracking
+from noisylabels import engine, noise, runner
 from noisylabels.cli import stage_errors
 from noisylabels.config import load_params, resolve_group
 from noisylabels.data import store
 
 
 @click.command()
-@click.option("--group", required=True, help="main, or a key of params.yaml `groups`")
+@click.option("--group", required=True, help="main, or a key of params.yaml `groups` or `two_phase_groups`")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--raw", default="data/raw", show_default=True)
 @click.option("--noisy", default="data/noisy", show_default=True)
-@click.option("--out", default=None, help="output folder [default: data/runs/<group>]")
+@click.option("--out", default=None,
+              help="output folder [default: data/runs/<group>, or data/phase1/<group> for a two-phase group]")
 @click.option("--workers", default=min(2, os.cpu_count() or 1), show_default="min(2, CPU count)",
               help="processes training the group's runs side by side (results do not depend on it)")
 @click.option("--threads", default=1, show_default=True,
@@ -36,30 +41,8 @@ def main(group, params_file, raw, noisy, out, workers, threads):
         dataset = store.load(f"{raw}/{g.dataset}")
         labels, holdout, noise_info = noise.load(f"{noisy}/{group}")
         jobs = engine.group_jobs(g, labels, holdout, noise.realized_matrices(noise_info), dataset.num_classes)
-    with engine.Workers(dataset, device, min(workers, len(jobs)), threads) as pool:
-        with stage_errors():
-            tracker = tracking.Tracker()  # fails here, before training, if the store is unusable
-        parent = tracker.start_run(g.table, g.name, tracking.group_tags(g), tracking.group_params(g))
-        run_ids = {}
-
-        def log(run, result):
-            run_id = tracker.start_run(g.table, tracking.run_name(g, run), tracking.run_tags(g, run),
-                                       tracking.run_params(g, run), parent_id=parent)
-            tracker.log_history(run_id, result.history)
-            if result.metrics:
-                tracker.log_metrics(run_id, result.metrics)
-            tracker.finish(run_id)
-            run_ids[run.name] = run_id
-            h = result.history
-            click.echo(f"{group} {run.name}: test acc last {h['test_acc'][-1]:.4f}, max {max(h['test_acc']):.4f}")
-
-        try:
-            runs = engine.train_group(g, jobs, pool, on_run_done=log)
-        except BaseException:
-            tracker.finish(parent, "FAILED")
-            raise
-    results.save(out or f"data/runs/{group}", g, runs, run_ids, parent)
-    tracker.finish(parent)
+    out = out or f"data/{'phase1' if g.two_phase else 'runs'}/{group}"
+    runner.train_and_log(g, dataset, device, jobs, noise.realized_rates(noise_info), workers, threads, out, {"phase": "1"} if g.two_phase else {})
 
 
 if __name__ == "__main__":

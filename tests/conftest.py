@@ -35,10 +35,35 @@ TINY_PARAMS = {
                         "forward": {"loss": {"name": "forward", "matrix": "realized", "anchor_percentile": 97.0}}},
         },
     },
+    "o2u_table": {  # two-phase methods: a sample selection and a label correction
+        "paper": "o2u",
+        "title": "tiny two-phase table",
+        "noise": {"settings": {"symmetric": [0.4]}, "draw": "exact", "val_fraction": 0.1, "seeds": [0, 1]},
+        "digits": {
+            "model": {"name": "digits_mlp", "hidden": 16, "depth": 1},
+            "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-4,
+                      "milestones": [1], "gamma": 0.1, "device": "cpu"},
+            "methods": {
+                "o2u": {"pretrain": {"name": "o2u", "epochs": 1, "lr": 0.1, "cyclic_epochs": 2, "cycle": 2, "r1": 0.1,
+                                     "r2": 0.01, "cyclic_batch_size": 32, "forget_rate": "noise_rate"},
+                        "finetune": {"loss": {"name": "ce"}, "mixup": 0.0, "init": "scratch", "epochs": 2, "lr": 0.1,
+                                     "milestones": [1], "gamma": 0.1}},
+                "improved": {"pretrain": {"name": "joint", "alpha": 1.2, "beta": 0.8, "labels": "soft", "start_epoch": 1,
+                                          "window": 1, "epochs": 2, "lr": 0.1},
+                             "finetune": {"loss": {"name": "kl"}, "mixup": 1.0, "init": "scratch", "epochs": 2, "lr": 0.1,
+                                          "milestones": [1], "gamma": 0.1,
+                                          "overrides": {"symmetric-0.4": {"mixup": 2.0}}}},
+            },
+        },
+    },
     "groups": {
         "sce_table1-ce-digits": {"table": "sce_table1", "dataset": "digits", "method": "ce"},
         "sce_table1-sl-digits": {"table": "sce_table1", "dataset": "digits", "method": "sl"},
         "sce_table1-forward-digits": {"table": "sce_table1", "dataset": "digits", "method": "forward"},
+    },
+    "two_phase_groups": {
+        "o2u_table-o2u-digits": {"table": "o2u_table", "dataset": "digits", "method": "o2u"},
+        "o2u_table-improved-digits": {"table": "o2u_table", "dataset": "digits", "method": "improved"},
     },
 }
 

@@ -142,13 +142,64 @@ def test_every_table_section_of_params_yaml_resolves():
 
     params = load_params(REPO / "params.yaml")
     resolved = 0
-    for table, section in params.items():
+    for table, section in list(params.items()):
         if not (isinstance(section, dict) and "noise" in section):
             continue
         for dataset in (d for d in section if d in DATASETS):
             params["datasets"].setdefault(dataset, {})
-            for method in section[dataset]["methods"]:
-                params["groups"] = {"g": {"table": table, "dataset": dataset, "method": method}}
+            if dataset == "cifar4":
+                params["datasets"]["cifar4"] = {"classes": ["cat", "deer", "dog", "horse"]}
+            for method, spec in section[dataset]["methods"].items():
+                kind = "two_phase_groups" if "pretrain" in spec else "groups"
+                params[kind] = {"g": {"table": table, "dataset": dataset, "method": method}}
                 resolve_group(params, "g")
+                del params[kind]
                 resolved += 1
-    assert resolved == 7 * 4 + 2 * 2 + 4 * 3 + 4 * 3  # SCE T1, T2, GCE, APL sections
+    # SCE T1, T2, GCE, APL, seed 002 (digits, CIFAR-10) and seed 004 (digits, CIFAR-4) sections
+    assert resolved == 7 * 4 + 2 * 2 + 4 * 3 + 4 * 3 + 4 * 2 + 4 * 2
+
+
+O2U_METHOD = ("o2u_table", "digits", "methods", "o2u")
+
+
+def _two_phase(params, phase, **changes):
+    section = params
+    for k in O2U_METHOD:
+        section = section[k]
+    section[phase].update(changes)
+    return _error(params, "o2u_table-o2u-digits")
+
+
+@pytest.mark.parametrize("phase,changes,expect", [
+    ("pretrain", {"forget_rate": 1.0}, "methods.o2u.pretrain.forget_rate=1.0: expected a number in [0, 1)"),
+    ("pretrain", {"forget_rate": -0.1}, "forget_rate=-0.1"),
+    ("pretrain", {"forget_rate": "half"}, "noise_rate (the setting's rate) or gmm"),
+    ("pretrain", {"cycle": 0}, "methods.o2u.pretrain.cycle=0: expected an integer >= 1"),
+    ("pretrain", {"cycle": 3}, "pretrain.cycle=3: expected at most"),
+    ("pretrain", {"name": "coteaching"}, "pretrain.name='coteaching'"),
+    ("finetune", {"loss": {"name": "kl"}}, "finetune.loss.name='kl'"),  # o2u keeps hard labels
+    ("finetune", {"init": "imagenet"}, "finetune.init='imagenet'"),
+    ("finetune", {"milestones": [5]}, "finetune.milestones=[5]: expected increasing epochs below"),
+    ("finetune", {"overrides": {"symmetric-0.9": {"lr": 0.1}}}, "finetune.overrides.symmetric-0.9"),
+])
+def test_bad_two_phase_values(params, phase, changes, expect):
+    assert expect in _two_phase(params, phase, **changes)
+
+
+def test_joint_start_epoch_after_the_last_epoch(params):
+    improved = params["o2u_table"]["digits"]["methods"]["improved"]
+    improved["pretrain"]["start_epoch"] = 3
+    assert "methods.improved.pretrain.start_epoch=3: expected an epoch <= " in _error(params, "o2u_table-improved-digits")
+
+
+def test_two_phase_groups_resolve_with_per_setting_overrides(params):
+    g = resolve_group(params, "o2u_table-improved-digits")
+    (setting,) = g.settings
+    assert g.two_phase and g.pretrain["name"] == "joint" and g.finetune["mixup"] == 1.0
+    assert g.phase_for(setting, "finetune")["mixup"] == 2.0 and g.phase_for(setting, "pretrain") == g.pretrain
+    assert g.loss_for(setting) == {"name": "kl"}
+
+
+def test_a_method_must_be_listed_with_its_kind(params):
+    params["groups"]["wrong"] = {"table": "o2u_table", "dataset": "digits", "method": "o2u"}
+    assert "belongs under two_phase_groups" in _error(params, "wrong")

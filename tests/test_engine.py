@@ -65,7 +65,7 @@ def test_group_results_do_not_depend_on_the_number_of_workers(params):
     seen = []
     jobs = engine.group_jobs(group, noisy, holdout, realized, 10)
     with engine.Workers(ds, "cpu", 1) as one_process:
-        one = engine.train_group(group, jobs, one_process, on_run_done=lambda run, r: seen.append(run.name))
+        one = engine.train_group(group, jobs, one_process, on_run_done=lambda run, job, r: seen.append(run.name))
     with engine.Workers(ds, "cpu", 2) as two_processes:
         two = engine.train_group(group, jobs, two_processes)
     assert seen == [r.name for r in group.runs] == list(one) == list(two)
@@ -90,3 +90,22 @@ def test_forward_gets_the_realized_or_estimated_matrix():
     assert np.allclose(identity.history["train_loss"], ce.history["train_loss"], atol=1e-5)  # identity = CE
     est = _run({**cfg, "matrix": "estimated"})
     assert est.matrix.shape == (10, 10) and np.allclose(est.matrix.sum(1), 1)
+
+
+def test_sgd_matches_torch_optim_sgd():
+    torch.manual_seed(0)
+    a = torch.nn.Linear(5, 3)
+    b = torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    ours = engine.SGD(a.parameters(), momentum=0.9, weight_decay=1e-3)
+    ref = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    x = torch.randn(8, 5)
+    for step in range(5):
+        lr = 0.1 if step < 3 else 0.01
+        for g in ref.param_groups:
+            g["lr"] = lr
+        ours.zero_grad(), ref.zero_grad()
+        a(x).square().sum().backward(), b(x).square().sum().backward()
+        ours.step(lr), ref.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)

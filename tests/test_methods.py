@@ -10,6 +10,7 @@ from noisylabels import methods
 from noisylabels.config import ConfigError
 
 D2L_CFG = {"name": "d2l", "lid_k": 20, "lid_samples": 1280, "lid_batch": 128, "window": 3, "init_epoch": 2}
+TRAIN_10 = {"epochs": 10, "batch_size": 4, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "milestones": [], "gamma": 0.1}
 
 
 @pytest.mark.parametrize("dim", [2, 5])
@@ -36,7 +37,7 @@ def _tiny_model(weight):
 
 
 def test_d2l_turning_point_rolls_back_and_bootstraps(monkeypatch):
-    d2l = methods.D2L({"name": "ce"}, D2L_CFG, epochs=10, seed=0)
+    d2l = methods.D2L({"name": "ce"}, D2L_CFG, TRAIN_10, seed=0)
     lids = iter([5.0, 4.0, 3.0, 3.1, 2.9, 3.0, 6.0, 7.0])
     monkeypatch.setattr(d2l, "_lid", lambda model, x: next(lids))
     model, x, y = _tiny_model([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
@@ -51,11 +52,12 @@ def test_d2l_turning_point_rolls_back_and_bootstraps(monkeypatch):
     assert out["d2l_alpha"] == pytest.approx(math.exp(-(7 / 10) * 6.0 / 2.9))
     logits, labels = torch.tensor([[2.0, 0.0]]), torch.tensor([1])
     expected = methods.losses.bootstrap(logits, labels, d2l.alpha, "hard")
-    assert torch.equal(d2l.batch_loss(logits, labels, None), expected)
+    loss, out_logits = d2l.batch_loss(lambda x: x, logits, labels, None)  # an identity "model"
+    assert torch.equal(loss, expected) and torch.equal(out_logits, logits)
 
 
 def test_d2l_waits_for_init_epoch_plus_window(monkeypatch):
-    d2l = methods.D2L({"name": "ce"}, D2L_CFG, epochs=10, seed=0)
+    d2l = methods.D2L({"name": "ce"}, D2L_CFG, TRAIN_10, seed=0)
     lids = iter([1.0, 1.0, 1.0, 1.0, 50.0, 1.0])
     monkeypatch.setattr(d2l, "_lid", lambda model, x: next(lids))
     model, x, y = _tiny_model([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
@@ -65,7 +67,7 @@ def test_d2l_waits_for_init_epoch_plus_window(monkeypatch):
 
 
 def test_d2l_lid_on_a_real_model_is_finite():
-    d2l = methods.D2L({"name": "ce"}, {**D2L_CFG, "lid_samples": 300, "lid_batch": 100}, epochs=10, seed=0)
+    d2l = methods.D2L({"name": "ce"}, {**D2L_CFG, "lid_samples": 300, "lid_batch": 100}, TRAIN_10, seed=0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     lid = d2l._lid(model, torch.randn(500, 8))
     assert math.isfinite(lid) and 0 < lid < 16
@@ -73,7 +75,7 @@ def test_d2l_lid_on_a_real_model_is_finite():
 
 def test_truncated_weights_use_the_best_held_out_checkpoint():
     cfg = {"name": "truncated_lq", "q": 0.7, "k": 0.5, "start_epoch": 2, "interval": 2}
-    m = methods.TruncatedLq(cfg, n_fit=2, device="cpu")
+    m = methods.TruncatedLq(cfg, TRAIN_10, n_fit=2, device="cpu")
     x, y = torch.tensor([[5.0, 0.0], [0.0, 5.0]]), torch.tensor([0, 1])
     good = _tiny_model([[1.0, 0.0], [0.0, 1.0]])  # predicts both labels confidently
     assert m.end_epoch(1, good, x, y, val_acc=0.9)["truncated_fraction"] == 0.0  # before start

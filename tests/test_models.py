@@ -57,3 +57,21 @@ def test_gce_resnet34_matches_the_cifar_resnet34():
     m = models.build_model({"name": "gce_resnet34"}, (3, 32, 32), 10)
     assert len(_weighted_layers(m)) == 34
     assert sum(p.numel() for p in m.parameters()) == 21_282_122  # the CIFAR ResNet-34's published count
+
+
+def test_preact_resnet32_has_the_joint_optimisation_widths():
+    m = models.build_model({"name": "preact_resnet32"}, (3, 32, 32), 10)
+    layers = _weighted_layers(m)
+    assert len(layers) == 32  # stem + 3 stages x 5 blocks x 2 convs + FC
+    assert [c.out_channels for c in layers[:-1]][:2] == [32, 32]  # stem and first stage 32 wide
+    assert sorted({c.out_channels for c in layers[:-1]}) == [32, 64, 128]
+    assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_coteaching_cnn_is_the_nine_layer_cnn():
+    m = models.build_model({"name": "coteaching_cnn"}, (3, 32, 32), 4)
+    convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [128] * 3 + [256] * 3 + [512, 256, 128]
+    assert [c.padding for c in convs[-3:]] == [(0, 0)] * 3  # 8 -> 6 -> 4 -> 2 before the global pool
+    assert [x.negative_slope for x in m.modules() if isinstance(x, torch.nn.LeakyReLU)] == [0.01] * 9
+    assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 4)

@@ -70,7 +70,29 @@ def test_repro_writes_tables_figures_and_metrics(repo):
     table = pd.read_csv(root / "reports/tables/sce_table1.csv")
     assert len(table) == 9 and set(table["n_seeds"]) == {2}
     assert (table["published_dataset"] == "mnist").all()  # labelled stand-in, not ours
-    assert "## published: Wang et al. 2019 (SCE), Table 1, mnist" in (root / "reports/tables/sce_table1.md").read_text()
+    assert "## published, mnist: test accuracy (%), last epoch; Wang et al. 2019 (SCE), Table 1" in (
+        root / "reports/tables/sce_table1.md").read_text()
+
+
+def test_two_phase_groups_hand_phase_one_artefacts_to_the_finetune_stage(repo):
+    root, _, _, _ = repo
+    with np.load(root / "data/phase1/o2u_table-o2u-digits/symmetric-0.4-s0.npz") as phase1:
+        keep, score = phase1["keep"], phase1["score"]
+    assert keep.mean() == pytest.approx(0.6, abs=0.01) and len(score) == len(keep)
+    with np.load(root / "data/phase1/o2u_table-improved-digits/symmetric-0.4-s1.npz") as phase1:
+        assert np.allclose(phase1["labels"].sum(axis=1), 1)
+    metrics = json.loads((root / "reports/metrics/o2u_table-o2u-digits.json").read_text())
+    assert metrics["epoch_offset"] == 3 and 0 <= metrics["runs"][0]["detect_auroc"] <= 1
+    md = (root / "reports/tables/o2u_table.md").read_text()
+    assert "noise detection precision" in md and "accuracy of the corrected labels" in md
+    assert "## published, cifar4" in md
+    parents, runs = _top_level_runs(root, "o2u_table")
+    phases = sorted(r.data.tags.get("phase") for r in parents)
+    assert phases == ["1", "1", "2", "2"]
+    run = next(r for r in runs if r.data.tags.get("phase") == "2" and "mlflow.parentRunId" in r.data.tags
+               and r.data.tags["method"] == "improved")
+    assert run.data.params["finetune.mixup"] == "2.0"  # the per-setting override
+    assert "label_acc_corrected" in run.data.metrics
 
 
 def test_runs_are_in_mlflow(repo):
@@ -104,9 +126,18 @@ def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo):
     root, env, dvc, _ = repo
     out = _sh([*dvc, "exp", "run", "-S", "loss.alpha=0.1"], root, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"pretrain-main", "evaluate-main", "report"}
+    # noise reruns for any params change, but its labels come out byte-identical, so no other
+    # group's training reruns
+    assert ran == {"noise", "pretrain-main", "evaluate", "report"}
     parents, _ = _top_level_runs(root, "main")
     assert len(parents) == 2  # one new row in the MLflow UI
     assert parents[0].data.params["loss.alpha"] == "0.1" and parents[0].data.tags["dvc_exp_name"]
     shown = _sh([*dvc, "exp", "show", "--json"], root, env)
     assert "test_acc_last" in shown
+
+
+def test_a_finetune_change_reruns_phase_two_only(repo):
+    root, env, dvc, _ = repo
+    out = _sh([*dvc, "exp", "run", "-S", "o2u_table.digits.methods.o2u.finetune.lr=0.05"], root, env)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"noise", "finetune@o2u_table-o2u-digits", "evaluate", "report"}

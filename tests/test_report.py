@@ -34,14 +34,30 @@ def test_table2_shows_cifar10_numbers_labelled_as_a_stand_in():
     summary = tables.summarize(_runs("sce_table2", ["forward_sl", "lsr_sl"],
                                      ["symmetric-0.4", "symmetric-0.6", "asymmetric-0.4"]))
     md = tables.table_markdown("T2", summary, [0, 1, 2])
-    assert "## published: Wang et al. 2019 (SCE), Table 2, cifar10 (cifar10, shown for reference" in md
+    assert ("## published, cifar10: test accuracy (%), last epoch; Wang et al. 2019 (SCE), Table 2 "
+            "(shown for reference: not the same data set as ours, digits)") in md
     assert "84.54 ± 0.03" in md and "80.99 ± 0.30" in md
     csv = tables.table_csv(summary)
-    assert (csv["published_dataset"] == "cifar10").all() and csv["published_mean"].notna().all()
+    assert (csv["published_dataset"] == "cifar10").all() and csv["published_test_acc_last_mean"].notna().all()
 
 
 def test_tables_without_published_numbers_say_so():
     summary = tables.summarize(_runs("gce_table", ["cce", "lq"], ["symmetric-0.4"]))
     md = tables.table_markdown("GCE", summary, [0, 1, 2])
     assert published.UNPUBLISHED["gce_table"] in md and "## published" not in md
-    assert tables.table_csv(summary)["published_mean"].isna().all()
+    csv = tables.table_csv(summary)
+    assert (csv["published_dataset"] == "").all() and not any(c.startswith("published_test") for c in csv)
+
+
+def test_two_phase_tables_show_label_and_detection_metrics_beside_published():
+    runs = _runs("o2u_table", ["base", "o2u"], ["symmetric-0.2", "symmetric-0.6"])
+    runs.loc[runs["method"] == "o2u", "detect_precision"] = 80.0
+    md = tables.table_markdown("O2U", tables.summarize(runs), [0, 1, 2])
+    precision = md.split("## digits, ours: noise detection precision")[1].split("##")[0]
+    assert "| o2u " in precision and "| base " not in precision  # only methods that detect
+    assert "80.00 ± 0.00" in precision
+    assert "## published, cifar4: noise detection precision" in md   # means only: no "±"
+    assert "76.10" in md and "36.20" in md
+    joint = published.JOINT_TABLES["cifar10"]
+    assert joint["test_acc_best"]["improved"]["symmetric-all-0.9"] == (62.02, None)
+    assert joint["test_acc_last"]["ce"]["asymmetric-0.5"] == (71.05, None)

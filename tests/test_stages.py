@@ -80,3 +80,17 @@ def test_pretrain_refuses_backward_with_a_singular_matrix_before_any_work(tmp_pa
                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
     _fails_cleanly(r, "backward needs an invertible transition matrix", out)
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was started either
+
+
+def test_finetune_needs_phase_one_output(tmp_path, params, prepared, write_params):
+    args = prepared(params)  # raw data and params; a two-phase group's noisy labels next
+    group = "o2u_table-o2u-digits"
+    path = write_params(params)
+    assert run_stage("noise.py", "--group", group, "--params", path, "--raw", tmp_path / "raw",
+                     "--out", tmp_path / "noisy" / group, cwd=tmp_path).returncode == 0
+    out = tmp_path / "runs"
+    r = run_stage("finetune.py", "--group", group, *args[2:], "--phase1", tmp_path / "phase1", "--out", out,
+                  cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    _fails_cleanly(r, "run the stage pretrain-two_phase@o2u_table-o2u-digits first", out)
+    r = run_stage("finetune.py", *args, "--out", out, cwd=tmp_path)
+    _fails_cleanly(r, "group='main': not a two-phase group", out)

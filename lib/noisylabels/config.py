@@ -4,13 +4,16 @@ A stage calls `load_params(path)` and then `resolve_group(params, name)` (or
 `dataset_options(params, name)`); both return plain values or raise `ConfigError` whose
 message is one line naming the key, the value and what is allowed.
 
-Two shapes of run group share one resolved form, `Group`:
+Run groups share one resolved form, `Group`:
 - `main`: the top-level sections `data`, `noise`, `model`, `loss`, `training`, `train`
   (one noise setting, several seeds); what `dvc exp run -S loss.alpha=0.1` changes.
 - a paper table group, listed in `groups:` as {table, dataset, method}; its settings come
   from the table's section: `<table>.noise` (the grid of noise settings and seeds) and
   `<table>.<dataset>` (model, train and `methods.<method>`: its loss, optional per-setting
   loss `overrides` and optional `training` method).
+- a two-phase group, listed in `two_phase_groups:` the same way; its method section has a
+  `pretrain` (phase 1: label correction or sample selection, two_phase.py) and a `finetune`
+  section (phase 2), each with optional per-setting `overrides` of its values.
 Pure Python on purpose: the light stages import it without importing torch.
 """
 from __future__ import annotations
@@ -169,6 +172,44 @@ MODELS = {
     "sce_cifar10_cnn": {},
     "sce_resnet44": {},
     "gce_resnet34": {},
+    "preact_resnet32": {},
+    "coteaching_cnn": {},
+}
+
+# Phase 1 of a two-phase method (formulas in two_phase.py): name -> its options.
+_epochs = _number(1, integer=True)
+
+
+def _forget_rate(key, value):
+    """O2U-Net's share of samples to remove: a number, the setting's noise rate, or gmm."""
+    if value in ("noise_rate", "gmm"):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        _fail(key, value, "expected a number in [0, 1), noise_rate (the setting's rate) or gmm (no known rate)")
+    return value
+
+
+PRETRAINS = {
+    "joint": {"alpha": _weight, "beta": _weight, "labels": _one_of("soft", "hard"),
+              "start_epoch": _epochs, "window": _epochs, "epochs": _epochs, "lr": _positive},
+    "pencil": {"alpha": _weight, "beta": _weight, "label_lr": _positive, "init_scale": _positive,
+               "stage1_epochs": _epochs, "epochs": _epochs, "lr": _positive},
+    "o2u": {"epochs": _epochs, "lr": _positive, "cyclic_epochs": _epochs, "cycle": _epochs,
+            "r1": _positive, "r2": _positive, "cyclic_batch_size": _number(2, integer=True),
+            "forget_rate": _forget_rate},
+}
+# Phase 2: `loss` is kl or reverse_kl after a label correction (soft labels), otherwise a
+# loss of LOSSES on the kept samples (not those that need a transition matrix or a schedule).
+SOFT_LOSSES = {"kl": {}, "reverse_kl": {}}
+HARD_FINETUNE_LOSSES = {k: v for k, v in LOSSES.items() if k not in ("forward", "backward", "forward_sl", "truncated_lq")}
+FINETUNE = {
+    "loss": None,
+    "mixup": _nonneg,                    # Beta(a, a) of mixup; 0 = no mixup
+    "init": _one_of("scratch", "phase1"),  # a new network, or phase 1's
+    "epochs": _epochs,
+    "lr": _positive,
+    "milestones": _int_list(lo=1),
+    "gamma": _number(0, 1, lo_open=True),
 }
 
 TRAIN = {
@@ -227,14 +268,42 @@ def _named(key, value, registry):
     return {"name": name, **options}
 
 
+def _check_milestones(key, cfg):
+    if cfg["milestones"] != sorted(cfg["milestones"]) or any(m >= cfg["epochs"] for m in cfg["milestones"]):
+        _fail(f"{key}.milestones", cfg["milestones"], f"expected increasing epochs below {key}.epochs={cfg['epochs']}")
+
+
 def _train(key, value):
     train = _section(key, value, TRAIN)
-    if train["milestones"] != sorted(train["milestones"]) or any(
-        m >= train["epochs"] for m in train["milestones"]
-    ):
-        _fail(f"{key}.milestones", train["milestones"],
-              f"expected increasing epochs below train.epochs={train['epochs']}")
+    _check_milestones(key, train)
     return train
+
+
+def _pretrain(key, value):
+    cfg = _named(key, value, PRETRAINS)
+    name = cfg["name"]
+    if name == "joint" and cfg["start_epoch"] > cfg["epochs"]:
+        _fail(f"{key}.start_epoch", cfg["start_epoch"], f"expected an epoch <= {key}.epochs={cfg['epochs']}")
+    if name == "pencil" and cfg["stage1_epochs"] >= cfg["epochs"]:
+        _fail(f"{key}.stage1_epochs", cfg["stage1_epochs"], f"expected an epoch < {key}.epochs={cfg['epochs']}")
+    if name == "o2u" and cfg["cycle"] > cfg["cyclic_epochs"]:
+        _fail(f"{key}.cycle", cfg["cycle"], f"expected at most {key}.cyclic_epochs={cfg['cyclic_epochs']} epochs")
+    return cfg
+
+
+def _finetune(key, value, pretrain):
+    cfg = _section(key, value, FINETUNE)
+    _check_milestones(key, cfg)
+    corrects = pretrain["name"] in ("joint", "pencil")  # soft labels; o2u keeps hard labels
+    cfg["loss"] = _named(f"{key}.loss", cfg["loss"], SOFT_LOSSES if corrects else HARD_FINETUNE_LOSSES)
+    return cfg
+
+
+def _deep_merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = _deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
 
 
 # --- resolved settings ------------------------------------------------------------------
@@ -279,14 +348,26 @@ class Group:
     loss: dict  # the method's loss as written; loss_for(setting) applies its overrides
     train: dict
     training: dict  # {"name": "standard"} or {"name": "d2l", ...}: see TRAININGS
-    overrides: dict  # setting name -> that setting's resolved loss, where it differs
+    overrides: dict  # setting name -> that setting's resolved loss (or, two-phase, phases), where it differs
+    pretrain: dict | None = None  # two-phase methods: phase 1 (PRETRAINS) ...
+    finetune: dict | None = None  # ... and phase 2 (FINETUNE); then loss is finetune's loss
 
     @property
     def runs(self) -> list[Run]:
         return [Run(s, seed) for s in self.settings for seed in self.seeds]
 
+    @property
+    def two_phase(self) -> bool:
+        return self.pretrain is not None
+
     def loss_for(self, setting: NoiseSetting) -> dict:
+        if self.two_phase:
+            return self.phase_for(setting, "finetune")["loss"]
         return self.overrides.get(setting.name, self.loss)
+
+    def phase_for(self, setting: NoiseSetting, phase: str) -> dict:
+        """A two-phase method's `pretrain` or `finetune` section for this setting."""
+        return self.overrides.get(setting.name, {}).get(phase, getattr(self, phase))
 
 
 def load_params(path: str | Path) -> dict:
@@ -356,27 +437,56 @@ def _training(key, value, train):
     return training
 
 
-def _overrides(key, value, base, settings, train, classes) -> dict:
-    """`{noise type or setting name: {loss key: value}}` -> {setting name: resolved loss}.
+def _override_changes(key, value, settings, allowed: str):
+    """Check `{noise type or setting name: {...}}`; return setting name -> (where, changes).
 
     Papers change a hyper-parameter for some settings (SCE: beta 5.0 on CIFAR-10 at
-    asymmetric 40%); a noise-type entry applies to all its rates, a setting entry wins.
+    asymmetric 40%; seed 002: alpha, beta and mixup per noise rate); a noise-type entry
+    applies to all its rates, a setting entry wins.
     """
     if not isinstance(value, dict):
-        _fail(key, value, "expected a mapping from a noise type or setting name to loss values")
+        _fail(key, value, f"expected a mapping from a noise type or setting name to {allowed}")
     names = {s.name for s in settings} | {s.type for s in settings}
     for k in value:
         if k not in names:
             _fail(f"{key}.{k}", value[k], f"expected a noise type or setting of the grid: {', '.join(sorted(names))}")
-        if not isinstance(value[k], dict) or "name" in value[k]:
-            _fail(f"{key}.{k}", value[k], "expected a mapping of the loss's hyper-parameters (not its name)")
+        if not isinstance(value[k], dict):
+            _fail(f"{key}.{k}", value[k], f"expected a mapping of {allowed}")
     out = {}
     for s in settings:
-        changes = {**value.get(s.type, {}), **value.get(s.name, {})}
+        changes = _deep_merge(value.get(s.type, {}), value.get(s.name, {}))
         if changes:
-            where = s.name if s.name in value else s.type
-            out[s.name] = _loss(f"{key}.{where}", {**base, **changes}, train, classes)
+            out[s.name] = (f"{key}.{s.name if s.name in value else s.type}", changes)
     return out
+
+
+def _overrides(key, value, base, settings, train, classes) -> dict:
+    """A single-phase method's `overrides` -> {setting name: resolved loss}."""
+    out = {}
+    for setting, (where, changes) in _override_changes(key, value, settings, "loss values").items():
+        if "name" in changes:
+            _fail(where, changes, "expected a mapping of the loss's hyper-parameters (not its name)")
+        out[setting] = _loss(where, {**base, **changes}, train, classes)
+    return out
+
+
+def _phase_overrides(key, method: dict, settings, pretrain: dict) -> dict:
+    """A two-phase method's per-setting changes -> {setting name: {"pretrain": ..., "finetune": ...}}.
+
+    Each phase section carries its own `overrides` (so a finetune change never touches the
+    pretrain stage's params); a phase without a change for a setting keeps its section.
+    """
+    changed = {}
+    for phase in ("pretrain", "finetune"):
+        raw = {k: v for k, v in method[phase].items() if k != "overrides"}
+        for setting, (where, changes) in _override_changes(
+                f"{key}.{phase}.overrides", method[phase].get("overrides", {}), settings, f"{phase} values").items():
+            if "name" in changes:
+                _fail(where, changes, f"expected a mapping of the {phase} section's values (not its name)")
+            merged = _deep_merge(raw, changes)
+            changed.setdefault(setting, {})[phase] = (
+                _pretrain(where, merged) if phase == "pretrain" else _finetune(where, merged, pretrain))
+    return changed
 
 
 def dataset_options(params: dict, name: str) -> dict:
@@ -407,41 +517,59 @@ def resolve_group(params: dict, name: str) -> Group:
             overrides={},
         )
     else:
-        groups = _require(params, "groups")
-        if name not in groups:
-            _fail("group", name, f"expected main or one of: {', '.join(groups)}")
-        g = _section(f"groups.{name}", groups[name],
+        kind = next((k for k in GROUP_LISTS if name in (params.get(k) or {})), None)
+        if kind is None:
+            _fail("group", name, f"expected main or one of: {', '.join(group_names(params)[1:])}")
+        g = _section(f"{kind}.{name}", params[kind][name],
                      {"table": None, "dataset": _one_of(*DATASETS), "method": None})
         if not isinstance(params.get(g["table"]), dict):
-            _fail(f"groups.{name}.table", g["table"], "expected the name of a table section in params.yaml")
+            _fail(f"{kind}.{name}.table", g["table"], "expected the name of a table section in params.yaml")
         table, tkey, dkey = params[g["table"]], g["table"], f"{g['table']}.{g['dataset']}"
         noise = _section(f"{tkey}.noise", table.get("noise"), NOISE_TABLE)
         if g["dataset"] not in table:
-            _fail(f"groups.{name}.dataset", g["dataset"], f"table {tkey!r} has no section {dkey}")
+            _fail(f"{kind}.{name}.dataset", g["dataset"], f"table {tkey!r} has no section {dkey}")
         ds = _section(dkey, table[g["dataset"]], {"model": None, "train": None, "methods": None})
         methods = ds["methods"] if isinstance(ds["methods"], dict) else {}
         if g["method"] not in methods:
-            _fail(f"groups.{name}.method", g["method"], f"expected one of {dkey}.methods: {', '.join(methods)}")
-        mkey = f"{dkey}.methods.{g['method']}"
-        # a method is its loss, optionally per-setting loss overrides and a training method
-        method = _section(mkey, {"overrides": {}, "training": {"name": "standard"}, **methods[g["method"]]},
-                          {"loss": None, "overrides": None, "training": None})
+            _fail(f"{kind}.{name}.method", g["method"], f"expected one of {dkey}.methods: {', '.join(methods)}")
+        mkey, raw = f"{dkey}.methods.{g['method']}", methods[g["method"]]
+        two_phase = isinstance(raw, dict) and "pretrain" in raw
+        if two_phase != (kind == "two_phase_groups"):
+            _fail(f"{kind}.{name}.method", g["method"],
+                  "a method with pretrain and finetune sections belongs under two_phase_groups, "
+                  "a method with a loss under groups")
         train = _train(f"{dkey}.train", ds["train"])
         classes = num_classes(params, g["dataset"])
         settings = _noise_settings(f"{tkey}.noise.settings", noise["settings"], g["dataset"])
-        loss = _loss(f"{mkey}.loss", method["loss"], train, classes)
-        group = Group(
-            name=name, table=tkey, paper=str(table.get("paper", tkey)), method=g["method"],
-            dataset=g["dataset"], settings=settings,
-            seeds=tuple(noise["seeds"]), draw=noise["draw"], val_fraction=noise["val_fraction"],
-            model=_named(f"{dkey}.model", ds["model"], MODELS),
-            loss=loss, train=train, training=_training(f"{mkey}.training", method["training"], train),
-            overrides=_overrides(f"{mkey}.overrides", method["overrides"], loss, settings, train, classes),
-        )
+        common = dict(name=name, table=tkey, paper=str(table.get("paper", tkey)), method=g["method"],
+                      dataset=g["dataset"], settings=settings, seeds=tuple(noise["seeds"]), draw=noise["draw"],
+                      val_fraction=noise["val_fraction"], model=_named(f"{dkey}.model", ds["model"], MODELS),
+                      train=train)
+        if two_phase:
+            method = _section(mkey, raw, {"pretrain": None, "finetune": None})
+            for phase in ("pretrain", "finetune"):
+                if not isinstance(method[phase], dict):
+                    _fail(f"{mkey}.{phase}", method[phase], f"expected a mapping (the {phase} section)")
+            pretrain = _pretrain(f"{mkey}.pretrain", {k: v for k, v in method["pretrain"].items() if k != "overrides"})
+            finetune = _finetune(f"{mkey}.finetune", {k: v for k, v in method["finetune"].items() if k != "overrides"},
+                                 pretrain)
+            group = Group(**common, loss=finetune["loss"], training={"name": "standard"},
+                          overrides=_phase_overrides(mkey, method, settings, pretrain),
+                          pretrain=pretrain, finetune=finetune)
+        else:
+            # a method is its loss, optionally per-setting loss overrides and a training method
+            method = _section(mkey, {"overrides": {}, "training": {"name": "standard"}, **raw},
+                              {"loss": None, "overrides": None, "training": None})
+            loss = _loss(f"{mkey}.loss", method["loss"], train, classes)
+            group = Group(**common, loss=loss, training=_training(f"{mkey}.training", method["training"], train),
+                          overrides=_overrides(f"{mkey}.overrides", method["overrides"], loss, settings, train, classes))
     dataset_options(params, group.dataset)  # the data set must be downloadable too
     return group
 
 
+GROUP_LISTS = ("groups", "two_phase_groups")
+
+
 def group_names(params: dict) -> list[str]:
-    """Every run group the pipeline trains: main first, then `groups` in order."""
-    return [MAIN, *(params.get("groups") or {})]
+    """Every run group the pipeline trains: main first, then `groups`, then `two_phase_groups`."""
+    return [MAIN, *(params.get("groups") or {}), *(params.get("two_phase_groups") or {})]

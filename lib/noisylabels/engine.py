@@ -2,14 +2,19 @@
 
 The data set lives as tensors on the device for the whole run; a batch is an index slice of
 them, so there is no DataLoader and no host copy per step. The host reads numbers back once
-per epoch (no per-step synchronisation). What the loss does with a batch, and what happens
-between epochs, is the run's method (methods.py). `train_group` is the one entry point the
-stages call (with `group_jobs` and `Workers`): it spreads the runs of a group over worker
-processes, each single-threaded, so results do not depend on the number of workers.
+per epoch (no per-step synchronisation). What the loss does with a batch, the learning rate
+and batch size of each epoch, and what happens between epochs, is the run's method
+(methods.py for single-phase methods, two_phase.py for the phases of two-phase ones).
+Three kinds of run share one loop (`_fit`): `train_run` (a single-phase method),
+`pretrain_run` (phase 1 of a two-phase method: label correction or O2U-Net's ranking) and
+`finetune_run` (phase 2, on phase 1's corrected labels or kept samples).
+`train_group` is the one entry point the stages call (with `group_jobs` and `Workers`): it
+spreads the runs of a group over worker processes, each single-threaded, so results do not
+depend on the number of workers.
 
 Per-epoch history (also the MLflow metric names, step = epoch):
   lr, train_loss, train_pass_acc_noisy, train_pass_acc_true  (from the training passes),
-  val_acc_noisy (held-out noisy split), test_acc, plus the method's own (methods.py).
+  val_acc_noisy (held-out noisy split), test_acc, plus the method's own.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from noisylabels import methods
+from noisylabels import methods, two_phase
 from noisylabels.config import ConfigError
 from noisylabels.models import build_model
 
@@ -67,10 +72,11 @@ class RunResult:
     history: dict[str, list[float]]  # HISTORY_KEYS -> one value per epoch
     test_pred: np.ndarray  # epochs x n_test predicted classes
     val_pred: np.ndarray  # epochs x n_val, on the held-out noisy split
-    train_pred: np.ndarray  # after the last epoch, on the fitted (not held-out) samples
+    train_pred: np.ndarray  # after the last epoch, on every fitted (not held-out) sample
     state_dict: dict
     metrics: dict = field(default_factory=dict)  # the method's final numbers (e.g. D2L's turning epoch)
     matrix: np.ndarray | None = None  # the transition matrix a Forward/Backward loss used
+    artefacts: dict = field(default_factory=dict)  # phase 1: corrected labels, O2U scores and mask
 
 
 @torch.no_grad()
@@ -79,67 +85,75 @@ def predict(model, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     return torch.cat([model(x[i : i + chunk]).argmax(1) for i in range(0, len(x), chunk)])
 
 
-def train_run(data: Tensors, noisy: np.ndarray, holdout: np.ndarray, seed: int, model_cfg: dict,
-              loss_cfg: dict, train_cfg: dict, num_classes: int, training: dict = STANDARD,
-              realized: np.ndarray | None = None, desc: str = "") -> RunResult:
-    """Train one model on labels `noisy`, holding out the samples where `holdout` is True.
+class SGD:
+    """torch.optim.SGD's update (L2 weight decay added to the gradient, then momentum), as
+    four foreach ops. torch.optim's first step imports torch._dynamo, 1.3 s in every worker
+    process of every stage; this is the same arithmetic without it (a test compares them).
+    """
 
-    realized: the noise stage's realized transition matrix of these labels (for Forward and
-    Backward with matrix: realized).
+    def __init__(self, params, momentum: float, weight_decay: float):
+        self.params = [p for p in params if p.requires_grad]
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.buffers = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: float):
+        grads = [p.grad for p in self.params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        torch._foreach_mul_(self.buffers, self.momentum)
+        torch._foreach_add_(self.buffers, grads)
+        torch._foreach_add_(self.params, self.buffers, alpha=-lr)
+
+
+def _fit(data: Tensors, holdout: np.ndarray, noisy: np.ndarray, seed: int, model, method, train_cfg: dict,
+         targets=None, keep: np.ndarray | None = None, desc: str = "") -> RunResult:
+    """Train `model` with `method` on the fitted samples (not held out; with `keep`, only those).
+
+    targets: what the method's loss compares with, one row per fitted sample (default: the
+    noisy labels; soft labels after a label correction). The method sets the schedule
+    (method.epochs, method.lr(epoch), method.batch_size(epoch)); train_cfg the optimizer.
     """
     device = data.train_x.device
-    fit = torch.from_numpy(np.flatnonzero(~holdout)).to(device)
+    fit = np.flatnonzero(~holdout)
+    subset = np.arange(len(fit)) if keep is None else np.flatnonzero(keep)
+    fit_t, sub_t = torch.from_numpy(fit).to(device), torch.from_numpy(subset).to(device)
     val = torch.from_numpy(np.flatnonzero(holdout)).to(device)
     noisy_t = torch.from_numpy(noisy).to(device)
-    x, y, y_true = data.train_x[fit], noisy_t[fit], data.train_y[fit]
+    x_fit = data.train_x[fit_t]
+    x, y, y_true = x_fit[sub_t], noisy_t[fit_t][sub_t], data.train_y[fit_t][sub_t]
+    t = y if targets is None else torch.as_tensor(targets, device=device)[sub_t]
     x_val, y_val = data.train_x[val], noisy_t[val]
 
-    matrix = None
-    if "matrix" in loss_cfg:
-        def estimate():  # Patrini et al.: a CE model on the same noisy labels gives the anchors
-            ce = train_run(data, noisy, holdout, seed, model_cfg, {"name": "ce"}, train_cfg, num_classes,
-                           desc=f"{desc} CE for T")
-            model = build_model(model_cfg, x.shape[1:], num_classes).to(device)
-            model.load_state_dict(ce.state_dict)
-            return methods.probabilities(model, x).cpu().numpy()
-
-        matrix = methods.transition_matrix(loss_cfg, realized, num_classes, estimate)
-        methods.check_invertible(loss_cfg, matrix, "loss")
-
-    # Same seed -> same initial weights and batch order for every method (paired comparisons).
-    torch.manual_seed(seed)
-    model = build_model(model_cfg, x.shape[1:], num_classes).to(device)
+    # Same seed -> same batch order for every method (paired comparisons).
     batch_order = torch.Generator(device=device).manual_seed(seed)
-    method = methods.build(loss_cfg, training, matrix=None if matrix is None else torch.from_numpy(matrix),
-                           n_fit=len(x), epochs=train_cfg["epochs"], seed=seed, device=device)
-    opt = torch.optim.SGD(model.parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
-                          weight_decay=train_cfg["weight_decay"])
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, train_cfg["milestones"], train_cfg["gamma"])
-
-    n, bs = len(x), train_cfg["batch_size"]
-    # A last batch of a single sample would break batch norm; it is skipped (its sample is
-    # seen in other epochs, as the permutation changes).
-    starts = [s for s in range(0, n, bs) if n - s > 1]
+    opt = SGD(model.parameters(), train_cfg["momentum"], train_cfg["weight_decay"])
+    n = len(x)
     history = {k: [] for k in (*HISTORY_KEYS, *method.history_keys)}
     test_preds, val_preds = [], []
-    for epoch in tqdm(range(1, train_cfg["epochs"] + 1), desc=desc, leave=False, disable=None):
+    for epoch in tqdm(range(1, method.epochs + 1), desc=desc, leave=False, disable=None):
         model.train()
-        lr = opt.param_groups[0]["lr"]
+        lr, bs = method.lr(epoch), method.batch_size(epoch)
         perm = torch.randperm(n, generator=batch_order, device=device)
         sums = torch.zeros(3, device=device)  # loss, correct on noisy labels, correct on true
         seen = 0
-        for s in starts:
+        # A last batch of a single sample would break batch norm; it is skipped (its sample is
+        # seen in other epochs, as the permutation changes).
+        for s in (s for s in range(0, n, bs) if n - s > 1):
             idx = perm[s : s + bs]
-            logits = model(x[idx])
-            losses = method.batch_loss(logits, y[idx], idx)
-            opt.zero_grad(set_to_none=True)
+            losses, logits = method.batch_loss(model, x[idx], t[idx], idx)
+            opt.zero_grad()
             losses.mean().backward()
-            opt.step()
+            method.after_backward(idx)
+            opt.step(lr)
             with torch.no_grad():
                 pred = logits.argmax(1)
                 sums += torch.stack([losses.sum(), (pred == y[idx]).sum(), (pred == y_true[idx]).sum()])
             seen += len(idx)
-        sched.step()
         test_pred, val_pred = predict(model, data.test_x), predict(model, x_val)
         test_preds.append(test_pred)
         val_preds.append(val_pred)
@@ -153,11 +167,74 @@ def train_run(data: Tensors, noisy: np.ndarray, holdout: np.ndarray, seed: int, 
         history=history,
         test_pred=torch.stack(test_preds).to(torch.int16).cpu().numpy(),
         val_pred=torch.stack(val_preds).to(torch.int16).cpu().numpy(),
-        train_pred=predict(model, x).cpu().numpy(),
+        train_pred=predict(model, x_fit).cpu().numpy(),
         state_dict={k: v.cpu() for k, v in model.state_dict().items()},
         metrics=method.final_metrics(),
-        matrix=matrix,
+        artefacts=method.artefacts(),
     )
+
+
+def _model(model_cfg: dict, data: Tensors, num_classes: int, seed: int):
+    torch.manual_seed(seed)  # same seed -> same initial weights for every method
+    return build_model(model_cfg, data.train_x.shape[1:], num_classes).to(data.train_x.device)
+
+
+def train_run(data: Tensors, noisy: np.ndarray, holdout: np.ndarray, seed: int, model_cfg: dict,
+              loss_cfg: dict, train_cfg: dict, num_classes: int, training: dict = STANDARD,
+              realized: np.ndarray | None = None, desc: str = "") -> RunResult:
+    """Train one model (a single-phase method) on labels `noisy`, holding out where `holdout`.
+
+    realized: the noise stage's realized transition matrix of these labels (for Forward and
+    Backward with matrix: realized).
+    """
+    matrix = None
+    if "matrix" in loss_cfg:
+        def estimate():  # Patrini et al.: a CE model on the same noisy labels gives the anchors
+            ce = train_run(data, noisy, holdout, seed, model_cfg, {"name": "ce"}, train_cfg, num_classes,
+                           desc=f"{desc} CE for T")
+            model = build_model(model_cfg, data.train_x.shape[1:], num_classes).to(data.train_x.device)
+            model.load_state_dict(ce.state_dict)
+            return methods.probabilities(model, data.train_x[torch.from_numpy(np.flatnonzero(~holdout))]).cpu().numpy()
+
+        matrix = methods.transition_matrix(loss_cfg, realized, num_classes, estimate)
+        methods.check_invertible(loss_cfg, matrix, "loss")
+
+    model = _model(model_cfg, data, num_classes, seed)
+    method = methods.build(loss_cfg, training, train_cfg, matrix=None if matrix is None else torch.from_numpy(matrix),
+                           n_fit=int((~holdout).sum()), seed=seed, device=data.train_x.device)
+    result = _fit(data, holdout, noisy, seed, model, method, train_cfg, desc=desc)
+    result.matrix = matrix
+    return result
+
+
+def pretrain_run(data: Tensors, noisy: np.ndarray, holdout: np.ndarray, seed: int, model_cfg: dict,
+                 pretrain_cfg: dict, train_cfg: dict, num_classes: int, noise_rate: float,
+                 desc: str = "") -> RunResult:
+    """Phase 1 of a two-phase method (two_phase.py): its artefacts are in result.artefacts."""
+    model = _model(model_cfg, data, num_classes, seed)
+    fit = np.flatnonzero(~holdout)
+    method = two_phase.build_pretrain(pretrain_cfg, train_cfg, noisy=torch.from_numpy(noisy[fit]),
+                                      true=data.train_y.cpu()[fit], num_classes=num_classes,
+                                      noise_rate=noise_rate, seed=seed, device=data.train_x.device)
+    return _fit(data, holdout, noisy, seed, model, method, train_cfg, desc=desc)
+
+
+def finetune_run(data: Tensors, noisy: np.ndarray, holdout: np.ndarray, seed: int, model_cfg: dict,
+                 finetune_cfg: dict, train_cfg: dict, num_classes: int, phase1: dict,
+                 desc: str = "") -> RunResult:
+    """Phase 2: train on phase 1's corrected labels (`labels`) or kept samples (`keep`).
+
+    phase1: that run's artefacts and, for init: phase1, its final weights (`state_dict`).
+    """
+    model = _model(model_cfg, data, num_classes, seed)
+    if finetune_cfg["init"] == "phase1":
+        model.load_state_dict(phase1["state_dict"])
+    method = two_phase.Finetune(finetune_cfg, train_cfg, seed=seed)
+    return _fit(data, holdout, noisy, seed, model, method, train_cfg,
+                targets=phase1.get("labels"), keep=phase1.get("keep"), desc=desc)
+
+
+RUNNERS = {"single": train_run, "pretrain": pretrain_run, "finetune": finetune_run}
 
 
 # --- a group's runs over worker processes ------------------------------------------------
@@ -171,24 +248,34 @@ def _init_worker(dataset, device_name: str, threads: int) -> None:
 
 
 def _train_job(job: dict) -> RunResult:
-    return train_run(_worker["data"], **job)
+    return RUNNERS[job["kind"]](_worker["data"], **{k: v for k, v in job.items() if k != "kind"})
 
 
-def group_jobs(group, noisy: np.ndarray, holdout: np.ndarray, realized: np.ndarray, num_classes: int) -> list[dict]:
-    """One train_run job per run of `group`, checked before any of them trains.
+def group_jobs(group, noisy: np.ndarray, holdout: np.ndarray, realized: np.ndarray, num_classes: int,
+               phase1: dict[str, dict] | None = None) -> list[dict]:
+    """One job per run of `group`, checked before any of them trains.
 
     noisy: settings x seeds x N, holdout: seeds x N, realized: settings x seeds x K x K.
+    A single-phase group gives train_run jobs; a two-phase group gives pretrain_run jobs, or
+    with `phase1` (run name -> that run's phase-1 artefacts) finetune_run jobs.
     """
     jobs = []
     for run in group.runs:
         i, j = group.settings.index(run.setting), group.seeds.index(run.seed)
-        loss = group.loss_for(run.setting)
-        if loss.get("matrix") not in (None, "estimated"):  # an estimated one is checked once estimated
-            matrix = methods.transition_matrix(loss, realized[i, j], num_classes, None)
-            methods.check_invertible(loss, matrix, f"{group.name} {run.name}: loss")
-        jobs.append(dict(noisy=noisy[i, j], holdout=holdout[j], seed=run.seed, model_cfg=group.model,
-                         loss_cfg=loss, train_cfg=group.train, num_classes=num_classes,
-                         training=group.training, realized=realized[i, j], desc=f"{group.name} {run.name}"))
+        common = dict(noisy=noisy[i, j], holdout=holdout[j], seed=run.seed, model_cfg=group.model,
+                      train_cfg=group.train, num_classes=num_classes, desc=f"{group.name} {run.name}")
+        if not group.two_phase:
+            loss = group.loss_for(run.setting)
+            if loss.get("matrix") not in (None, "estimated"):  # an estimated one is checked once estimated
+                matrix = methods.transition_matrix(loss, realized[i, j], num_classes, None)
+                methods.check_invertible(loss, matrix, f"{group.name} {run.name}: loss")
+            jobs.append(dict(kind="single", loss_cfg=loss, training=group.training, realized=realized[i, j], **common))
+        elif phase1 is None:
+            jobs.append(dict(kind="pretrain", pretrain_cfg=group.phase_for(run.setting, "pretrain"),
+                             noise_rate=run.setting.rate, **common))
+        else:
+            jobs.append(dict(kind="finetune", finetune_cfg=group.phase_for(run.setting, "finetune"),
+                             phase1=phase1[run.name], **common))
     return jobs
 
 
@@ -229,12 +316,12 @@ class Workers:
 def train_group(group, jobs: list[dict], workers: Workers, on_run_done=None) -> dict[str, RunResult]:
     """Train the jobs of group_jobs(group, ...) on `workers`; run name -> result, in run order.
 
-    on_run_done(run, result) is called in this process as each run finishes (the stage logs
-    it to MLflow there).
+    on_run_done(run, job, result) is called in this process as each run finishes, in run
+    order (the stage logs it to MLflow there).
     """
     results = {}
-    for run, result in zip(group.runs, workers.map(jobs)):
+    for run, job, result in zip(group.runs, jobs, workers.map(jobs)):
         if on_run_done:
-            on_run_done(run, result)
+            on_run_done(run, job, result)
         results[run.name] = result
     return results

@@ -13,9 +13,12 @@
   to the epoch before, and from then on the loss is hard bootstrapping towards the model's
   prediction with alpha = exp(-(epoch / epochs) * LID / min LID). Before the turning point it
   uses the method's `loss`: CE in the paper's baseline (its public code uses SCE there).
-The engine calls batch_loss(logits, labels, idx) per batch (idx: positions in the fitted
-set) and end_epoch(...) once per epoch; end_epoch returns the method's per-epoch metrics
-(named in `history_keys`), which go to the run's history and MLflow.
+The engine (engine._fit) asks the method for each epoch's lr(epoch) and batch_size(epoch),
+calls batch_loss(model, x, targets, idx) -> (per-sample losses, logits) per batch (idx:
+positions in the fitted set), after_backward(idx) between backward and the optimizer step,
+and end_epoch(...) once per epoch; end_epoch returns the method's per-epoch metrics (named
+in `history_keys`), which go to the run's history and MLflow. two_phase.py's methods follow
+the same protocol.
 
 `transition_matrix(...)` resolves a Forward/Backward loss's `matrix` option.
 """
@@ -32,19 +35,42 @@ from noisylabels import losses
 from noisylabels.config import ConfigError
 
 
-class Standard:
+class Schedule:
+    """The `train` section's schedule: its epochs, step learning rate and batch size."""
+
+    def __init__(self, train_cfg: dict):
+        self.train_cfg, self.epochs = train_cfg, train_cfg["epochs"]
+
+    def lr(self, epoch: int) -> float:
+        """lr times gamma for every milestone already passed (epochs from 1; [] = constant)."""
+        cfg = self.train_cfg
+        return cfg["lr"] * cfg["gamma"] ** sum(epoch > m for m in cfg["milestones"])
+
+    def batch_size(self, epoch: int) -> int:
+        return self.train_cfg["batch_size"]
+
+
+class Standard(Schedule):
     history_keys: tuple[str, ...] = ()
 
-    def __init__(self, loss_cfg: dict, matrix=None):
+    def __init__(self, loss_cfg: dict, train_cfg: dict, matrix=None):
+        super().__init__(train_cfg)
         self.loss_fn = losses.make_loss(loss_cfg, matrix)
 
-    def batch_loss(self, logits, labels, idx):
-        return self.loss_fn(logits, labels)
+    def batch_loss(self, model, x, labels, idx):
+        logits = model(x)
+        return self.loss_fn(logits, labels), logits
+
+    def after_backward(self, idx) -> None:
+        pass
 
     def end_epoch(self, epoch: int, model, x, y, val_acc: float) -> dict[str, float]:
         return {}
 
     def final_metrics(self) -> dict[str, float]:
+        return {}
+
+    def artefacts(self) -> dict[str, np.ndarray]:
         return {}
 
 
@@ -57,14 +83,15 @@ def probabilities(model, x, chunk=4096):
 class TruncatedLq(Standard):
     history_keys = ("truncated_fraction",)
 
-    def __init__(self, loss_cfg: dict, n_fit: int, device):
-        super().__init__(loss_cfg)
+    def __init__(self, loss_cfg: dict, train_cfg: dict, n_fit: int, device):
+        super().__init__(loss_cfg, train_cfg)
         self.k, self.start, self.interval = loss_cfg["k"], loss_cfg["start_epoch"], loss_cfg["interval"]
         self.weight = torch.ones(n_fit, device=device)  # w = 1: plain Lq until the first update
         self.best_acc, self.best_state = -1.0, None
 
-    def batch_loss(self, logits, labels, idx):
-        return self.loss_fn(logits, labels, weight=self.weight[idx])
+    def batch_loss(self, model, x, labels, idx):
+        logits = model(x)
+        return self.loss_fn(logits, labels, weight=self.weight[idx]), logits
 
     def end_epoch(self, epoch, model, x, y, val_acc):
         if val_acc > self.best_acc:
@@ -91,18 +118,19 @@ def lid_mle(features: torch.Tensor, k: int) -> torch.Tensor:
 class D2L(Standard):
     history_keys = ("lid", "d2l_alpha")
 
-    def __init__(self, loss_cfg: dict, training: dict, epochs: int, seed: int):
-        super().__init__(loss_cfg)
-        self.t, self.epochs = training, epochs
+    def __init__(self, loss_cfg: dict, training: dict, train_cfg: dict, seed: int):
+        super().__init__(loss_cfg, train_cfg)
+        self.t = training
         # own stream for the LID subsets, so batch order stays paired with the other methods
         self.rng = torch.Generator().manual_seed(seed + 1_000_003)
         self.lids: list[float] = []
         self.alpha, self.turning_epoch, self.previous_state = 1.0, None, None
 
-    def batch_loss(self, logits, labels, idx):
+    def batch_loss(self, model, x, labels, idx):
+        logits = model(x)
         if self.turning_epoch is None:
-            return self.loss_fn(logits, labels)
-        return losses.bootstrap(logits, labels, self.alpha, "hard")
+            return self.loss_fn(logits, labels), logits
+        return losses.bootstrap(logits, labels, self.alpha, "hard"), logits
 
     @torch.no_grad()
     def _lid(self, model, x) -> float:
@@ -174,9 +202,10 @@ def check_invertible(loss_cfg: dict, matrix: np.ndarray, key: str) -> None:
                           "(symmetric noise at rate (K-1)/K is singular)")
 
 
-def build(loss_cfg: dict, training: dict, *, matrix=None, n_fit: int, epochs: int, seed: int, device) -> Standard:
+def build(loss_cfg: dict, training: dict, train_cfg: dict, *, matrix=None, n_fit: int, seed: int,
+          device) -> Standard:
     if training["name"] == "d2l":
-        return D2L(loss_cfg, training, epochs, seed)
+        return D2L(loss_cfg, training, train_cfg, seed)
     if loss_cfg["name"] == "truncated_lq":
-        return TruncatedLq(loss_cfg, n_fit, device)
-    return Standard(loss_cfg, matrix)
+        return TruncatedLq(loss_cfg, train_cfg, n_fit, device)
+    return Standard(loss_cfg, train_cfg, matrix)

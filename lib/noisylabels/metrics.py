@@ -1,8 +1,18 @@
-"""Accuracy metrics of one run, computed from its saved predictions (numpy only).
+"""Metrics of one run, computed from its saved predictions and phase-1 artefacts (numpy only).
 
 'best' is the epoch with the highest accuracy on the held-out split of the *noisy* training
 data (what a practitioner can see), never the epoch with the highest test accuracy.
 Epochs are numbered from 1.
+
+Two-phase methods add (on the fitted samples, against the true labels):
+  label_acc_noisy      share of noisy labels equal to the true ones (before correction)
+  label_acc_corrected  share of corrected labels (argmax) equal to the true ones (after)
+  label_fixed          share of the wrong noisy labels that the correction made right
+  label_broken         share of the right noisy labels that the correction made wrong
+  detect_precision, detect_recall, detect_f1   of the removed samples as a detector of the
+                       wrong labels (seed 004's 'noise accuracy' is the precision)
+  detect_auroc         of the O2U score (higher = more likely wrong) against the wrong labels
+  kept_fraction        share of the fitted samples kept for phase 2
 """
 from __future__ import annotations
 
@@ -10,6 +20,8 @@ import numpy as np
 
 # the final metrics summarised over seeds (MLflow parent runs, report tables)
 SEED_SUMMARY = ("test_acc_last", "test_acc_best", "train_acc_noisy", "train_acc_true", "realized_noise_rate")
+LABEL_CORRECTION = ("label_acc_noisy", "label_acc_corrected", "label_fixed", "label_broken")
+DETECTION = ("detect_precision", "detect_recall", "detect_f1", "detect_auroc", "kept_fraction")
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -24,6 +36,52 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 
 def classwise_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
     return [accuracy(pred[labels == c], labels[labels == c]) for c in range(num_classes)]
+
+
+def label_correction(noisy: np.ndarray, corrected: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Accuracy of the labels before and after a correction, and what the correction changed."""
+    wrong = noisy != true
+    return {
+        "label_acc_noisy": accuracy(noisy, true),
+        "label_acc_corrected": accuracy(corrected, true),
+        "label_fixed": accuracy(corrected[wrong], true[wrong]),
+        "label_broken": float(np.mean(corrected[~wrong] != true[~wrong])) if (~wrong).any() else float("nan"),
+    }
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties count 1/2
+    (the Mann-Whitney U statistic, from average ranks)."""
+    score, positive = np.asarray(score, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="stable")
+    ranks = np.empty(len(score))
+    sorted_score = score[order]
+    # average rank (from 1) over each run of tied scores
+    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
+    ends = np.r_[starts[1:], len(score)]
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + 1 + b) / 2
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def detection(score: np.ndarray, removed: np.ndarray, is_noisy: np.ndarray) -> dict[str, float]:
+    """How well the removed samples (and the score ranking) find the wrong labels."""
+    hits = float(np.sum(removed & is_noisy))
+    precision = hits / removed.sum() if removed.any() else float("nan")
+    recall = hits / is_noisy.sum() if is_noisy.any() else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
+    return {"detect_precision": float(precision), "detect_recall": float(recall), "detect_f1": float(f1),
+            "detect_auroc": auroc(score, is_noisy), "kept_fraction": float(1 - np.mean(removed))}
+
+
+def phase1_metrics(artefacts: dict, noisy: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Label-correction metrics (from `labels`) or detection metrics (from `score`, `keep`)."""
+    if "labels" in artefacts:
+        return label_correction(noisy, artefacts["labels"].argmax(1), true)
+    return detection(artefacts["score"], ~artefacts["keep"], noisy != true)
 
 
 def run_metrics(test_pred, test_labels, val_pred, val_noisy, train_pred, train_noisy, train_true,
@@ -44,22 +102,37 @@ def run_metrics(test_pred, test_labels, val_pred, val_noisy, train_pred, train_n
     }
 
 
-def group_records(saved: dict, load_run, dataset, noisy, holdout, noise_info: dict) -> list[dict]:
+def run_record(arrays, dataset, noisy: np.ndarray, holdout: np.ndarray, realized_rate: float,
+               phase1: dict | None = None) -> dict:
+    """Final metrics of one run: arrays holds its test_pred, val_pred, train_pred; noisy and
+    holdout are its labels and held-out mask (N); phase1: a two-phase run's artefacts."""
+    fit, val = ~holdout, holdout
+    m = run_metrics(arrays["test_pred"], dataset.test_labels, arrays["val_pred"], noisy[val],
+                    arrays["train_pred"], noisy[fit], dataset.train_labels[fit], dataset.num_classes)
+    if phase1:
+        m.update(phase1_metrics(phase1, noisy[fit], dataset.train_labels[fit]))
+    return {"realized_noise_rate": realized_rate, **m}
+
+
+def mlflow_metrics(record: dict, classes: list[str]) -> dict[str, float]:
+    """A run record's single numbers, as MLflow final metrics (class-wise ones by class name)."""
+    return {**{k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "seed"},
+            **{f"classwise_test_acc_last/{c}": v for c, v in zip(classes, record["classwise_test_acc_last"])}}
+
+
+def group_records(saved: dict, load_run, dataset, noisy, holdout, realized: dict, load_phase1=None) -> list[dict]:
     """Final metrics of every run of a group.
 
-    saved: the pretrain output's group.json; load_run(name) -> that run's arrays;
-    noisy: settings x seeds x N labels and holdout: seeds x N, with noise.json as noise_info.
+    saved: the pretrain (or finetune) output's group.json; load_run(name) -> that run's
+    arrays; noisy: settings x seeds x N labels and holdout: seeds x N; realized: (setting,
+    seed) -> realized noise rate; load_phase1(name) -> a two-phase run's phase-1 artefacts.
     """
-    realized = {(r["setting"], r["seed"]): r["realized_rate"] for r in noise_info["runs"]}
     records = []
     for info in saved["runs"]:
         i, j = saved["settings"].index(info["setting"]), saved["seeds"].index(info["seed"])
-        r = load_run(info["name"])
-        fit, val = ~holdout[j], holdout[j]
-        m = run_metrics(r["test_pred"], dataset.test_labels, r["val_pred"], noisy[i, j][val],
-                        r["train_pred"], noisy[i, j][fit], dataset.train_labels[fit], dataset.num_classes)
-        records.append({"run": info["name"], "setting": info["setting"], "seed": info["seed"],
-                        "realized_noise_rate": realized[(info["setting"], info["seed"])], **m})
+        rec = run_record(load_run(info["name"]), dataset, noisy[i, j], holdout[j],
+                         realized[(info["setting"], info["seed"])], load_phase1(info["name"]) if load_phase1 else None)
+        records.append({"run": info["name"], "setting": info["setting"], "seed": info["seed"], **rec})
     return records
 
 
@@ -67,7 +140,9 @@ def seed_summary(records: list[dict], settings: list[str]) -> dict[str, float]:
     """{"<metric>/<setting>": mean, "<metric>_std/<setting>": std} over the seeds of each setting."""
     out = {}
     for setting in settings:
-        for key in SEED_SUMMARY:
+        for key in (*SEED_SUMMARY, *LABEL_CORRECTION, *DETECTION):
+            if key not in records[0]:
+                continue
             out[f"{key}/{setting}"], out[f"{key}_std/{setting}"] = mean_std(
                 [r[key] for r in records if r["setting"] == setting])
     return out

@@ -12,6 +12,12 @@
 - gce_resnet34: the CIFAR ResNet-34 of the GCE paper (as in its public port): a 3x3 stem,
   basic blocks [3, 4, 6, 3] of widths 64/128/256/512 (conv-BN-ReLU, 1x1 conv-BN projection
   shortcuts), global pool, FC.
+- preact_resnet32: the PreAct ResNet-32 of joint optimisation, PENCIL and seed 002: a 3x3
+  stem of width 32, three stages of 5 pre-activation blocks of widths 32/64/128, then
+  BN-ReLU-global pool-FC: 1 + 30 + 1 = 32 weighted layers.
+- coteaching_cnn: the 9-layer CNN of Co-teaching, O2U-Net and seed 004:
+  [conv3x3(128)-BN-LeakyReLU(0.01)]x3-maxpool-dropout(0.25), the same with 256,
+  conv3x3 without padding to 512, 256, 128 (each BN-LeakyReLU), global average pool, FC.
 The SCE networks use He-normal initialisation, as the Keras originals. Input shape is (C, H, W).
 The names and options are the ones `config.MODELS` validates.
 """
@@ -127,12 +133,34 @@ def gce_resnet34(in_shape, num_classes) -> nn.Module:
     return _ResNet(in_shape, num_classes, 64, (64, 128, 256, 512), (3, 4, 6, 3), preact=False)
 
 
+def preact_resnet32(in_shape, num_classes) -> nn.Module:
+    return _ResNet(in_shape, num_classes, 32, (32, 64, 128), (5, 5, 5), preact=True)
+
+
+def coteaching_cnn(in_shape, num_classes) -> nn.Module:
+    def conv(c_in, c_out, padding):
+        return [nn.Conv2d(c_in, c_out, 3, padding=padding), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.01)]
+
+    layers, c = [], in_shape[0]
+    for width in (128, 256):
+        for _ in range(3):
+            layers += conv(c, width, 1)
+            c = width
+        layers += [nn.MaxPool2d(2), nn.Dropout(0.25)]
+    for width in (512, 256, 128):
+        layers += conv(c, width, 0)
+        c = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+
+
 MODELS = {
     "digits_mlp": digits_mlp,
     "sce_mnist_cnn": sce_mnist_cnn,
     "sce_cifar10_cnn": sce_cifar10_cnn,
     "sce_resnet44": sce_resnet44,
     "gce_resnet34": gce_resnet34,
+    "preact_resnet32": preact_resnet32,
+    "coteaching_cnn": coteaching_cnn,
 }
 
 

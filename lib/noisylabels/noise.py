@@ -140,8 +140,12 @@ def generate(dataset, settings, seeds, draw: str, val_fraction: float):
 
 
 def save(out_dir, group, noisy, holdout, records) -> None:
+    """noisy.npy, holdout.npy and noise.json into out_dir. Plain .npy (not .npz, whose zip
+    headers carry the write time): the same labels give the same bytes, so when the noise
+    stage reruns for a change elsewhere DVC sees this group's labels unchanged."""
     with atomic_dir(out_dir) as tmp:
-        np.savez_compressed(tmp / "labels.npz", noisy=noisy, holdout=holdout)
+        np.save(tmp / "noisy.npy", noisy)
+        np.save(tmp / "holdout.npy", holdout)
         write_json(tmp / "noise.json", {
             "group": group.name, "dataset": group.dataset, "draw": group.draw,
             "val_fraction": group.val_fraction,
@@ -150,14 +154,20 @@ def save(out_dir, group, noisy, holdout, records) -> None:
         })
 
 
+FILES = ("noisy.npy", "holdout.npy", "noise.json")
+
+
 def load(path) -> tuple[np.ndarray, np.ndarray, dict]:
     """(noisy S x K x N, holdout K x N, noise.json) of a noise stage output."""
     path = Path(path)
-    if not (path / "labels.npz").is_file() or not (path / "noise.json").is_file():
-        raise DataError(f"{path}: no noisy labels (labels.npz, noise.json); run its noise stage first")
-    with np.load(path / "labels.npz") as f:
-        noisy, holdout = f["noisy"], f["holdout"]
-    return noisy, holdout, json.loads((path / "noise.json").read_text())
+    if not all((path / f).is_file() for f in FILES):
+        raise DataError(f"{path}: no noisy labels ({', '.join(FILES)}); run the noise stage first")
+    return np.load(path / "noisy.npy"), np.load(path / "holdout.npy"), json.loads((path / "noise.json").read_text())
+
+
+def realized_rates(info: dict) -> dict[tuple[str, int], float]:
+    """(setting name, seed) -> the realized noise rate recorded in noise.json."""
+    return {(r["setting"], r["seed"]): r["realized_rate"] for r in info["runs"]}
 
 
 def realized_matrices(info: dict) -> np.ndarray:

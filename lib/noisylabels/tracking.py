@@ -11,7 +11,8 @@
   dvc_stage, dvc_exp_name, git_commit (+ noise_type, noise_rate, seed on a model run).
   Params: the resolved settings. A model run has per-epoch metrics (step = epoch) and its
   final metrics; the parent has the final metrics' mean and std over seeds per noise setting,
-  and its table (.md, .csv) and figure as artifacts.
+  and its table (.md, .csv) and figure as artifacts. A two-phase group has a parent per
+  phase, tagged phase=1 (pretrain stage) and phase=2 (finetune stage).
 mlflow is imported inside the functions: importing it costs about 2 s.
 """
 from __future__ import annotations
@@ -89,28 +90,41 @@ def run_tags(group, run) -> dict[str, str]:
 
 
 def _flat(section: str, values: dict) -> dict:
-    return {f"{section}.{k}": v for k, v in values.items()}
+    """{"a": {"b": 1}} -> {"<section>.a.b": 1}: the params.yaml key path of every value."""
+    out = {}
+    for k, v in values.items():
+        out.update(_flat(f"{section}.{k}", v) if isinstance(v, dict) else {f"{section}.{k}": v})
+    return out
 
 
 def _shared_params(group) -> dict:
     """The settings every run of the group shares, flattened to MLflow param names."""
     return {"dataset": group.dataset, "method": group.method, "noise.draw": group.draw,
-            "noise.val_fraction": group.val_fraction,
-            **_flat("model", group.model), **_flat("train", group.train), **_flat("training", group.training)}
+            "noise.val_fraction": group.val_fraction, **_flat("model", group.model), **_flat("train", group.train)}
+
+
+def _method_params(group, setting=None) -> dict:
+    """The method's settings (for one noise setting, or as written): loss and training, or
+    a two-phase method's pretrain and finetune sections."""
+    if group.two_phase:
+        return {**_flat("pretrain", group.phase_for(setting, "pretrain") if setting else group.pretrain),
+                **_flat("finetune", group.phase_for(setting, "finetune") if setting else group.finetune)}
+    return {**_flat("training", group.training),
+            **_flat("loss", group.loss_for(setting) if setting else group.loss)}
 
 
 def group_params(group) -> dict[str, str]:
-    """The group's resolved settings (parent run): shared ones, its loss, overrides and grid."""
-    flat = {**_shared_params(group), **_flat("loss", group.loss),
+    """The group's resolved settings (parent run): shared ones, its method, overrides and grid."""
+    flat = {**_shared_params(group), **_method_params(group),
             "noise.settings": [s.name for s in group.settings], "noise.seeds": list(group.seeds)}
     if group.overrides:
-        flat["loss.overrides"] = group.overrides
+        flat["overrides"] = group.overrides
     return {k: str(v) for k, v in flat.items()}
 
 
 def run_params(group, run) -> dict[str, str]:
-    """One trained model's resolved settings: shared ones, its loss, noise setting and seed."""
-    flat = {**_shared_params(group), **_flat("loss", group.loss_for(run.setting)),
+    """One trained model's resolved settings: shared ones, its method, noise setting and seed."""
+    flat = {**_shared_params(group), **_method_params(group, run.setting),
             "noise.type": run.setting.type, "noise.rate": run.setting.rate, "seed": run.seed}
     return {k: str(v) for k, v in flat.items()}
 

@@ -2,7 +2,9 @@
 
 `collect` builds the list of expected runs from params.yaml (never from a glob of files), so
 a shrunk grid leaves no stale rows and a missing run is an error, not a silent gap.
-Accuracies are in %; std is the sample standard deviation over seeds (metrics.mean_std).
+Accuracies and shares are in % (AUROC stays in [0, 1]); std is the sample standard
+deviation over seeds (metrics.mean_std). Two-phase methods add their label-correction or
+noise-detection metrics, each as its own table.
 """
 from __future__ import annotations
 
@@ -14,10 +16,22 @@ import pandas as pd
 
 from noisylabels.config import group_names, resolve_group
 from noisylabels.data.sources import DataError
-from noisylabels.metrics import SEED_SUMMARY, mean_std
+from noisylabels.metrics import DETECTION, LABEL_CORRECTION, SEED_SUMMARY, mean_std
 from noisylabels.report.published import PUBLISHED, UNPUBLISHED
 
-PERCENT = ("test_acc_last", "test_acc_best", "train_acc_noisy", "train_acc_true")
+METRICS = (*SEED_SUMMARY, *LABEL_CORRECTION, *DETECTION)
+NOT_PERCENT = ("realized_noise_rate", "detect_auroc")
+# the tables of a data set, in order: metric -> heading
+SHOWN = {
+    "test_acc_last": "test accuracy (%), last epoch",
+    "test_acc_best": "test accuracy (%), best epoch",
+    "label_acc_corrected": "accuracy of the corrected labels (%)",
+    "label_fixed": "wrong labels fixed by the correction (%)",
+    "label_broken": "right labels broken by the correction (%)",
+    "detect_precision": "noise detection precision (%): wrong labels among the removed samples",
+    "detect_recall": "noise detection recall (%): removed samples among the wrong labels",
+    "detect_auroc": "noise detection AUROC of the O2U ranking",
+}
 
 
 def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -29,7 +43,8 @@ def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.Dat
         path = metrics_dir / f"{name}.json"
         if not path.is_file():
             raise DataError(f"{path}: missing; run the evaluate stage of group {name!r} first")
-        by_run = {r["run"]: r for r in json.loads(path.read_text())["runs"]}
+        saved = json.loads(path.read_text())
+        by_run, offset = {r["run"]: r for r in saved["runs"]}, saved.get("epoch_offset", 0)
         for run in g.runs:
             if run.name not in by_run:
                 raise DataError(f"{path}: has no run {run.name!r}; rerun the evaluate stage of {name!r}")
@@ -38,9 +53,10 @@ def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.Dat
                     "setting": run.setting.name, "noise_type": run.setting.type,
                     "noise_rate": run.setting.rate, "seed": run.seed}
             rows.append({**keys, "best_epoch": rec["best_epoch"],
-                         **{m: rec[m] * (100 if m in PERCENT else 1) for m in SEED_SUMMARY}})
+                         **{m: rec.get(m, np.nan) * (1 if m in NOT_PERCENT else 100) for m in METRICS}})
+            # a two-phase method's final training follows its phase 1 on the epoch axis
             curves += [{**keys, "epoch": e, "test_acc": 100 * acc}
-                       for e, acc in enumerate(rec["test_acc_per_epoch"], start=1)]
+                       for e, acc in enumerate(rec["test_acc_per_epoch"], start=1 + offset)]
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
@@ -49,29 +65,37 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ["table", "dataset", "method", "setting", "noise_type", "noise_rate"]
     grouped = runs.groupby(keys, sort=False)
     out = grouped.size().rename("n_seeds").reset_index()
-    for m in SEED_SUMMARY:
-        stats = grouped[m].apply(mean_std).tolist()
+    for m in METRICS:  # a metric no run has (e.g. detection in an SCE table) stays NaN
+        stats = grouped[m].apply(mean_std).tolist() if m in runs else [(np.nan, np.nan)] * len(out)
         out[f"{m}_mean"], out[f"{m}_std"] = [s[0] for s in stats], [s[1] for s in stats]
     return out
 
 
-def _cell(mean, std) -> str:
-    return "–" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+def _cell(mean, std, digits: int = 2) -> str:
+    if mean is None or np.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _column(setting: str) -> str:
+    """'symmetric-all-0.3' -> 'symmetric-all 0.3': the noise type, then the rate."""
+    return " ".join(setting.rsplit("-", 1))
 
 
 def _pivot(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Methods as rows, noise settings as columns, 'mean ± std' cells."""
+    """Methods as rows (those with a value), noise settings as columns, 'mean ± std' cells."""
     settings = list(dict.fromkeys(summary["setting"]))
-    methods = list(dict.fromkeys(summary["method"]))
-    table = pd.DataFrame(index=methods, columns=[s.replace("-", " ", 1) for s in settings])
-    for r in summary.itertuples():
-        table.loc[r.method, r.setting.replace("-", " ", 1)] = _cell(getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_std"))
+    rows = summary[summary[f"{metric}_mean"].notna()]
+    table = pd.DataFrame(index=list(dict.fromkeys(rows["method"])), columns=[_column(s) for s in settings])
+    digits = 3 if metric == "detect_auroc" else 2
+    for r in rows.itertuples():
+        table.loc[r.method, _column(r.setting)] = _cell(getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_std"), digits)
     table.index.name = "method"
     return table.fillna("–")
 
 
 def published_for(table: str, dataset: str):
-    """(published data set name, {method: {setting: (mean, std)}}, source) or None."""
+    """(published data set name, {metric: {method: {setting: (mean, std)}}}, source) or None."""
     entry = PUBLISHED.get(table)
     if not entry:
         return None
@@ -85,42 +109,53 @@ def _published_pivot(summary: pd.DataFrame, rows: dict) -> pd.DataFrame:
     settings = list(dict.fromkeys(summary["setting"]))
     methods = [m for m in dict.fromkeys(summary["method"]) if m in rows]
     table = pd.DataFrame(
-        [[_cell(*rows[m].get(s, (np.nan, np.nan))) for s in settings] for m in methods],
-        index=methods, columns=[s.replace("-", " ", 1) for s in settings])
+        [[_cell(*rows[m].get(s, (np.nan, None))) for s in settings] for m in methods],
+        index=methods, columns=[_column(s) for s in settings])
     table.index.name = "method"
     return table
 
 
 def table_markdown(title: str, summary: pd.DataFrame, seeds: list[int]) -> str:
-    """The Markdown report of one table section: ours (last, best) and published, per data set."""
+    """The Markdown report of one table section: ours and the published numbers, per data set."""
     parts = [f"# {title}", "",
-             f"Test accuracy (%), mean ± sample std over seeds {', '.join(map(str, seeds))}. "
-             "*Last*: after the final epoch. *Best*: at the epoch with the highest accuracy on "
-             "the held-out split of the noisy training labels (never chosen on the test set).", ""]
+             f"Mean ± sample std over seeds {', '.join(map(str, seeds))}. *Last*: after the final "
+             "epoch. *Best*: at the epoch with the highest accuracy on the held-out split of the "
+             "noisy training labels (never chosen on the test set). Label and detection metrics "
+             "are on the fitted training samples, against their true labels.", ""]
     for dataset, part in summary.groupby("dataset", sort=False):
-        parts += [f"## {dataset}: ours, last epoch", "", _pivot(part, "test_acc_last").to_markdown(), "",
-                  f"## {dataset}: ours, best epoch", "", _pivot(part, "test_acc_best").to_markdown(), ""]
+        for metric, heading in SHOWN.items():
+            if part[f"{metric}_mean"].notna().any():
+                parts += [f"## {dataset}, ours: {heading}", "", _pivot(part, metric).to_markdown(disable_numparse=True), ""]
+                if metric == "label_acc_corrected":  # what the correction started from
+                    noisy = part[part["label_acc_noisy_mean"].notna()].drop_duplicates("setting")
+                    parts += ["Accuracy of the noisy labels themselves (%): " + ", ".join(
+                        f"{_column(r.setting)} {r.label_acc_noisy_mean:.2f}" for r in noisy.itertuples()), ""]
         table = part["table"].iloc[0]
         pub = published_for(table, dataset)
         if table in UNPUBLISHED:
             parts += [f"*{UNPUBLISHED[table]}*", ""]
         if pub:
-            shown, rows, source = pub
-            note = "" if shown == dataset else f" ({shown}, shown for reference: not the same data set as ours)"
-            parts += [f"## published: {source}, {shown}{note}", "",
-                      _published_pivot(part, rows).to_markdown(), ""]
+            shown, by_metric, source = pub
+            note = "" if shown == dataset else f" (shown for reference: not the same data set as ours, {dataset})"
+            for metric, rows in by_metric.items():
+                parts += [f"## published, {shown}: {SHOWN[metric]}; {source}{note}", "",
+                          _published_pivot(part, rows).to_markdown(disable_numparse=True), ""]
     return "\n".join(parts)
 
 
 def table_csv(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary with the published numbers, where there are any, as extra columns."""
-    out = summary.copy()
-    out["published_dataset"], out["published_mean"], out["published_std"] = "", np.nan, np.nan
+    """The summary (metrics without a value in this table dropped) with the published numbers,
+    where there are any, as extra columns published_<metric>_mean / _std."""
+    out = summary.loc[:, [c for c in summary.columns if not summary[c].isna().all()]].copy()
+    out["published_dataset"] = ""
     for i, r in out.iterrows():
         pub = published_for(r["table"], r["dataset"])
-        if pub and r["setting"] in pub[1].get(r["method"], {}):
-            out.loc[i, "published_dataset"] = pub[0]
-            out.loc[i, ["published_mean", "published_std"]] = pub[1][r["method"]][r["setting"]]
+        if not pub:
+            continue
+        out.loc[i, "published_dataset"] = pub[0]
+        for metric, rows in pub[1].items():
+            mean, std = rows.get(r["method"], {}).get(r["setting"], (np.nan, None))
+            out.loc[i, [f"published_{metric}_mean", f"published_{metric}_std"]] = mean, np.nan if std is None else std
     return out
 
 
