@@ -94,3 +94,13 @@ def test_finetune_needs_phase_one_output(tmp_path, params, prepared, write_param
     _fails_cleanly(r, "run the stage pretrain-two_phase@o2u_table-o2u-digits first", out)
     r = run_stage("finetune.py", *args, "--out", out, cwd=tmp_path)
     _fails_cleanly(r, "group='main': not a two-phase group", out)
+
+
+def test_pretrain_refuses_a_forget_rate_of_one_before_any_work(tmp_path, params, prepared):
+    params["o2u_table"]["digits"]["methods"]["o2u"]["pretrain"]["forget_rate"] = 1.0
+    args = prepared(params)
+    out = tmp_path / "phase1"
+    r = run_stage("pretrain.py", "--group", "o2u_table-o2u-digits", *args[2:], "--out", out, cwd=tmp_path,
+                  env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    _fails_cleanly(r, "o2u_table.digits.methods.o2u.pretrain.forget_rate=1.0: expected a number in [0, 1)", out)
+    assert not (tmp_path / "mlflow.db").exists()  # nothing started, not even a tracking store

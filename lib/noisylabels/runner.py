@@ -32,12 +32,10 @@ def train_and_log(group, dataset, device, jobs: list[dict], realized_rates: dict
                                         realized_rates[(run.setting.name, run.seed)],
                                         result.artefacts or job.get("phase1"))
             records.append({"setting": run.setting.name, **record})
-            run_id = tracker.start_run(group.table, tracking.run_name(group, run),
-                                       {**tracking.run_tags(group, run), **extra_tags},
-                                       tracking.run_params(group, run), parent_id=parent)
-            tracker.log_history(run_id, result.history)
-            tracker.log_metrics(run_id, {**result.metrics, **metrics.mlflow_metrics(record, dataset.classes)})
-            tracker.finish(run_id)
+            run_id = tracker.log_run(group.table, tracking.run_name(group, run),
+                                     {**tracking.run_tags(group, run), **extra_tags}, tracking.run_params(group, run),
+                                     result.history, {**result.metrics, **metrics.mlflow_metrics(record, dataset.classes)},
+                                     parent_id=parent)
             run_ids[run.name] = run_id
             h = result.history
             click.echo(f"{group.name} {run.name}: test acc last {h['test_acc'][-1]:.4f}, max {max(h['test_acc']):.4f}")

@@ -145,35 +145,45 @@ class Tracker:
             return exp.experiment_id
         return self.client.create_experiment(name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
 
-    def start_run(self, experiment: str, name: str, tags: dict, params: dict, parent_id: str = "") -> str:
-        """Create a run (nested under parent_id when given) with its params; return its id."""
-        from mlflow.entities import Param
-
-        if parent_id:
-            tags = {**tags, "mlflow.parentRunId": parent_id}
+    def start_run(self, experiment: str, name: str, tags: dict, params: dict) -> str:
+        """Create a (parent) run with its params; return its id."""
         run_id = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags).info.run_id
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow's limit per batch call
-            self.client.log_batch(run_id, params=items[i : i + 100])
+        self._log(run_id, params, [])
         return run_id
 
-    def _log(self, run_id: str, series: dict[str, list[float]], first_step: int) -> None:
-        """Each key's values at steps first_step, first_step + 1, ..., in MLflow-sized batches."""
+    def log_run(self, experiment: str, name: str, tags: dict, params: dict, history: dict[str, list[float]],
+                final: dict[str, float], parent_id: str) -> str:
+        """A finished model run in one go: params, per-epoch metrics (step = epoch, from 1) and
+        final metrics (step 0) in as few calls as MLflow allows (each call is a database
+        transaction, about 10 ms); return its id."""
+        run_id = self.client.create_run(self.experiment_id(experiment), run_name=name,
+                                        tags={**tags, "mlflow.parentRunId": parent_id}).info.run_id
+        self._log(run_id, params, self._metrics(history, first_step=1) + self._metrics({k: [v] for k, v in final.items()}, 0))
+        self.finish(run_id)
+        return run_id
+
+    @staticmethod
+    def _metrics(series: dict[str, list[float]], first_step: int) -> list:
+        """Each key's values at steps first_step, first_step + 1, ..."""
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(key, float(v), ts, step) for key, values in series.items()
-                 for step, v in enumerate(values, start=first_step)]
-        for i in range(0, len(items), 1000):  # MLflow's limit per batch call
-            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+        return [Metric(key, float(v), ts, step) for key, values in series.items()
+                for step, v in enumerate(values, start=first_step)]
 
-    def log_history(self, run_id: str, history: dict[str, list[float]]) -> None:
-        """Per-epoch metrics, step = epoch (from 1)."""
-        self._log(run_id, history, first_step=1)
+    def _log(self, run_id: str, params: dict, metrics: list) -> None:
+        """Params and metrics in batches within MLflow's limits (100 params, 1000 entries a call)."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        while items or metrics:
+            batch_params, items = items[:100], items[100:]
+            batch_metrics, metrics = metrics[: 1000 - len(batch_params)], metrics[1000 - len(batch_params):]
+            self.client.log_batch(run_id, params=batch_params, metrics=batch_metrics)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Final (single-value) metrics, at step 0."""
-        self._log(run_id, {k: [v] for k, v in metrics.items()}, first_step=0)
+        self._log(run_id, {}, self._metrics({k: [v] for k, v in metrics.items()}, first_step=0))
 
     def log_artifacts(self, run_id: str, files: list[Path]) -> None:
         for f in files:
