@@ -16,10 +16,10 @@ with the number of stages.
 import click
 
 from noisylabels import metrics, noise, results
-from noisylabels.cli import stage_errors
+from noisylabels.cli import stage_errors, write_per_group
 from noisylabels.config import group_names, load_params, resolve_group
 from noisylabels.data import store
-from noisylabels.io import atomic_dir, write_json
+from noisylabels.io import write_json
 
 
 @click.command()
@@ -56,12 +56,7 @@ def main(group, params_file, raw, noisy, runs, phase1_dir, out):
         last = ", ".join(f"{r['run']} {r['test_acc_last']:.4f}" for r in records)
         click.echo(f"{g.name}: test acc last {last}")
 
-    if group:
-        evaluate(groups[0], out or f"reports/metrics/{group}.json")
-        return
-    with atomic_dir(out or "reports/metrics") as tmp:  # groups no longer in params leave no file behind
-        for g in groups:
-            evaluate(g, tmp / f"{g.name}.json")
+    write_per_group(groups, bool(group), out, "reports/metrics", lambda g: f"{g.name}.json", evaluate)
 
 
 if __name__ == "__main__":

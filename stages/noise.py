@@ -13,10 +13,9 @@ its labels change.
 import click
 
 from noisylabels import noise
-from noisylabels.cli import stage_errors
+from noisylabels.cli import stage_errors, write_per_group
 from noisylabels.config import group_names, load_params, resolve_group
 from noisylabels.data import store
-from noisylabels.io import atomic_dir
 
 
 @click.command()
@@ -37,12 +36,7 @@ def main(group, params_file, raw, out):
         rates = ", ".join(f"{r['setting']}/s{r['seed']} {r['realized_rate']:.3f}" for r in records)
         click.echo(f"{g.name}: realized noise rates {rates}")
 
-    if group:
-        draw(groups[0], out or f"data/noisy/{group}")
-        return
-    with atomic_dir(out or "data/noisy") as tmp:  # groups no longer in params leave no folder behind
-        for g in groups:
-            draw(g, tmp / g.name)
+    write_per_group(groups, bool(group), out, "data/noisy", lambda g: g.name, draw)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""What every stage script shares: turning a known bad-input error into one line and exit 2.
+"""What the stage scripts share.
 
-Stages wrap their body in `stage_errors()`; a ConfigError (bad params), DataError (missing
+Stages wrap their checks in `stage_errors()`; a ConfigError (bad params), DataError (missing
 or corrupt data) or TrackingError (unusable MLflow store) prints `error: <one line>` to stderr
 and exits with status 2 before anything is written (outputs are written atomically).
+The all-groups stages (noise, evaluate) use `write_per_group`.
 """
 from __future__ import annotations
 
@@ -12,8 +13,21 @@ from contextlib import contextmanager
 import click
 
 from noisylabels.config import ConfigError
+from noisylabels.io import atomic_dir
 from noisylabels.data.sources import DataError
 from noisylabels.tracking import TrackingError
+
+
+def write_per_group(groups: list, one: bool, out, root: str, name, write) -> None:
+    """Call write(group, path) for the one group (path: `out`, or <root>/<name(group)>), or for
+    every group into a fresh `root` folder that replaces the old one at the end, so a group
+    no longer in params leaves nothing behind and a failure leaves the old folder whole."""
+    if one:
+        write(groups[0], out or f"{root}/{name(groups[0])}")
+        return
+    with atomic_dir(out or root) as tmp:
+        for g in groups:
+            write(g, tmp / name(g))
 
 
 @contextmanager
