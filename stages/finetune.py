@@ -41,15 +41,16 @@ def main(group, params_file, raw, noisy, phase1_dir, out, workers, threads):
         labels, holdout, noise_info = noise.load(f"{noisy}/{group}")
         path, phase1 = f"{phase1_dir}/{group}", {}
         for run in g.runs:
+            weights = g.phase_for(run.setting, "finetune")["init"] == "phase1"
             try:
-                phase1[run.name] = results.load_phase1(path, run.name, g.phase_for(run.setting, "finetune")["init"] == "phase1")
+                phase1[run.name] = results.load_phase1(path, run.name, weights)
             except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
                 raise DataError(f"{path}: missing or unreadable phase-1 output of run {run.name!r} "
                                 f"({e.__class__.__name__}); run the stage pretrain-two_phase@{group} first")
         parent = results.load_group(path)["mlflow_parent_run_id"]
         jobs = engine.group_jobs(g, labels, holdout, noise.realized_matrices(noise_info), dataset.num_classes, phase1)
-    runner.train_and_log(g, dataset, device, jobs, noise.realized_rates(noise_info), workers, threads, out or f"data/runs/{group}",
-                         {"phase": "2", "phase1_parent_run_id": parent})
+    runner.train_and_log(g, dataset, device, jobs, noise.realized_rates(noise_info), workers, threads,
+                         out or f"data/runs/{group}", {"phase": "2", "phase1_parent_run_id": parent})
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def main(group, params_file, raw, noisy, out, workers, threads):
         labels, holdout, noise_info = noise.load(f"{noisy}/{group}")
         jobs = engine.group_jobs(g, labels, holdout, noise.realized_matrices(noise_info), dataset.num_classes)
     out = out or f"data/{'phase1' if g.two_phase else 'runs'}/{group}"
-    runner.train_and_log(g, dataset, device, jobs, noise.realized_rates(noise_info), workers, threads, out, {"phase": "1"} if g.two_phase else {})
+    runner.train_and_log(g, dataset, device, jobs, noise.realized_rates(noise_info), workers, threads, out,
+                         {"phase": "1"} if g.two_phase else {})
 
 
 if __name__ == "__main__":

@@ -201,7 +201,8 @@ PRETRAINS = {
 # Phase 2: `loss` is kl or reverse_kl after a label correction (soft labels), otherwise a
 # loss of LOSSES on the kept samples (not those that need a transition matrix or a schedule).
 SOFT_LOSSES = {"kl": {}, "reverse_kl": {}}
-HARD_FINETUNE_LOSSES = {k: v for k, v in LOSSES.items() if k not in ("forward", "backward", "forward_sl", "truncated_lq")}
+HARD_FINETUNE_LOSSES = {k: v for k, v in LOSSES.items()
+                        if k not in ("forward", "backward", "forward_sl", "truncated_lq")}
 FINETUNE = {
     "loss": None,
     "mixup": _nonneg,                    # Beta(a, a) of mixup; 0 = no mixup

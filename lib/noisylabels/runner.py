@@ -32,10 +32,10 @@ def train_and_log(group, dataset, device, jobs: list[dict], realized_rates: dict
                                         realized_rates[(run.setting.name, run.seed)],
                                         result.artefacts or job.get("phase1"))
             records.append({"setting": run.setting.name, **record})
+            final = {**result.metrics, **metrics.mlflow_metrics(record, dataset.classes)}
             run_id = tracker.log_run(group.table, tracking.run_name(group, run),
                                      {**tracking.run_tags(group, run), **extra_tags}, tracking.run_params(group, run),
-                                     result.history, {**result.metrics, **metrics.mlflow_metrics(record, dataset.classes)},
-                                     parent_id=parent)
+                                     result.history, final, parent_id=parent)
             run_ids[run.name] = run_id
             h = result.history
             click.echo(f"{group.name} {run.name}: test acc last {h['test_acc'][-1]:.4f}, max {max(h['test_acc']):.4f}")

@@ -158,7 +158,8 @@ class Tracker:
         transaction, about 10 ms); return its id."""
         run_id = self.client.create_run(self.experiment_id(experiment), run_name=name,
                                         tags={**tags, "mlflow.parentRunId": parent_id}).info.run_id
-        self._log(run_id, params, self._metrics(history, first_step=1) + self._metrics({k: [v] for k, v in final.items()}, 0))
+        metrics = self._metrics(history, first_step=1) + self._metrics({k: [v] for k, v in final.items()}, 0)
+        self._log(run_id, params, metrics)
         self.finish(run_id)
         return run_id
 

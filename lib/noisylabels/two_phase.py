@@ -94,8 +94,10 @@ class JointOptimization(_Phase1):
     def __init__(self, cfg, train_cfg, noisy, true, num_classes, device):
         super().__init__(cfg, train_cfg, noisy, true, num_classes, device)
         self.labels = F.one_hot(self.noisy_dev, num_classes).float()
-        # training-pass predictions of the last `window` epochs, one slot per epoch (a ring)
-        self.recent = torch.zeros(cfg["window"], len(noisy), num_classes, device=device)
+        # training-pass predictions of the last `window` epochs, one slot per epoch (a ring);
+        # filled with the labels, so a sample skipped in an epoch (a last batch of one) keeps
+        # its label there rather than a zero
+        self.recent = self.labels.expand(cfg["window"], -1, -1).clone()
         self.slot, self.filled = 0, 0
         self.prior = torch.full((num_classes,), 1 / num_classes, device=device)
 
