@@ -192,9 +192,10 @@ def train_run(data: Tensors, noisy: np.ndarray, holdout: np.ndarray, seed: int, 
         def estimate():  # Patrini et al.: a CE model on the same noisy labels gives the anchors
             ce = train_run(data, noisy, holdout, seed, model_cfg, {"name": "ce"}, train_cfg, num_classes,
                            desc=f"{desc} CE for T")
-            model = build_model(model_cfg, data.train_x.shape[1:], num_classes).to(data.train_x.device)
+            model = _model(model_cfg, data, num_classes, seed)
             model.load_state_dict(ce.state_dict)
-            return methods.probabilities(model, data.train_x[torch.from_numpy(np.flatnonzero(~holdout))]).cpu().numpy()
+            fit = torch.from_numpy(np.flatnonzero(~holdout)).to(data.train_x.device)
+            return methods.probabilities(model, data.train_x[fit]).cpu().numpy()
 
         matrix = methods.transition_matrix(loss_cfg, realized, num_classes, estimate)
         methods.check_invertible(loss_cfg, matrix, "loss")

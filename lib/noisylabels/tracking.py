@@ -138,15 +138,17 @@ class Tracker:
         self.uri = check_store(uri)
         self.root = project_root()
         self.client = MlflowClient(tracking_uri=self.uri)
+        self._experiment_ids: dict[str, str] = {}  # one lookup per experiment, not one per run
 
     def experiment_id(self, name: str) -> str:
-        exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        return self.client.create_experiment(name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
+        if name not in self._experiment_ids:
+            exp = self.client.get_experiment_by_name(name)
+            self._experiment_ids[name] = exp.experiment_id if exp is not None else self.client.create_experiment(
+                name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
+        return self._experiment_ids[name]
 
     def start_run(self, experiment: str, name: str, tags: dict, params: dict) -> str:
-        """Create a (parent) run with its params; return its id."""
+        """Create a run with its params; return its id."""
         run_id = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags).info.run_id
         self._log(run_id, params, [])
         return run_id
@@ -156,8 +158,7 @@ class Tracker:
         """A finished model run in one go: params, per-epoch metrics (step = epoch, from 1) and
         final metrics (step 0) in as few calls as MLflow allows (each call is a database
         transaction, about 10 ms); return its id."""
-        run_id = self.client.create_run(self.experiment_id(experiment), run_name=name,
-                                        tags={**tags, "mlflow.parentRunId": parent_id}).info.run_id
+        run_id = self.start_run(experiment, name, {**tags, "mlflow.parentRunId": parent_id}, {})
         metrics = self._metrics(history, first_step=1) + self._metrics({k: [v] for k, v in final.items()}, 0)
         self._log(run_id, params, metrics)
         self.finish(run_id)
