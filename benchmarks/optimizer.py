@@ -25,8 +25,9 @@ from noisylabels.data.store import Dataset
 
 if sys.argv[1] == "torch.optim":  # the same update through torch.optim.SGD
     class TorchSGD:
-        def __init__(self, params, momentum, weight_decay):
-            self.opt = torch.optim.SGD(list(params), lr=0.0, momentum=momentum, weight_decay=weight_decay)
+        def __init__(self, named_params, momentum, weight_decay, l2=None):  # the default run has no l2
+            self.opt = torch.optim.SGD([p for _, p in named_params], lr=0.0, momentum=momentum,
+                                       weight_decay=weight_decay)
         def zero_grad(self):
             self.opt.zero_grad(set_to_none=True)
         def step(self, lr):

@@ -19,6 +19,7 @@ TINY_PARAMS = {
     "training": {"name": "standard"},
     "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-4,
               "milestones": [1], "gamma": 0.1, "device": "cpu"},
+    "download": ["digits"],
     "datasets": {"digits": {"test_fraction": 0.3, "split_seed": 0}},
     "sce_table1": {
         "paper": "sce",

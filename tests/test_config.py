@@ -1,4 +1,6 @@
 """Bad params stop with one line naming the key, the value and what is allowed."""
+import copy
+
 import pytest
 
 from noisylabels.config import ConfigError, resolve_group
@@ -146,17 +148,15 @@ def test_every_table_section_of_params_yaml_resolves():
         if not (isinstance(section, dict) and "noise" in section):
             continue
         for dataset in (d for d in section if d in DATASETS):
-            params["datasets"].setdefault(dataset, {})
-            if dataset == "cifar4":
-                params["datasets"]["cifar4"] = {"classes": ["cat", "deer", "dog", "horse"]}
             for method, spec in section[dataset]["methods"].items():
                 kind = "two_phase_groups" if "pretrain" in spec else "groups"
                 params[kind] = {"g": {"table": table, "dataset": dataset, "method": method}}
                 resolve_group(params, "g")
                 del params[kind]
                 resolved += 1
-    # SCE T1, T2, GCE, APL, seed 002 (digits, CIFAR-10) and seed 004 (digits, CIFAR-4) sections
-    assert resolved == 7 * 4 + 2 * 2 + 4 * 3 + 4 * 3 + 4 * 2 + 4 * 2
+    # SCE T1, T2, GCE, APL, seed 002 (digits, CIFAR-10), seed 004 (digits, CIFAR-4) sections,
+    # SCE T3 and seed 002 T4 (Clothing1M), CIFAR-10N
+    assert resolved == 7 * 4 + 2 * 2 + 4 * 3 + 4 * 3 + 4 * 2 + 4 * 2 + 6 + 4 + 4
 
 
 O2U_METHOD = ("o2u_table", "digits", "methods", "o2u")
@@ -203,3 +203,58 @@ def test_two_phase_groups_resolve_with_per_setting_overrides(params):
 def test_a_method_must_be_listed_with_its_kind(params):
     params["groups"]["wrong"] = {"table": "o2u_table", "dataset": "digits", "method": "o2u"}
     assert "belongs under two_phase_groups" in _error(params, "wrong")
+
+
+def _real_table(params, dataset, label_sets, method=None):
+    params = copy.deepcopy(params)
+    params["sce_table1"]["noise"]["settings"] = {"real": label_sets}
+    params["sce_table1"][dataset] = params["sce_table1"].pop("digits")
+    params["datasets"][dataset] = {"image_size": 32} if dataset == "clothing1m" else {}
+    params["groups"] = {"g": {"table": "sce_table1", "dataset": dataset, "method": method or "ce"}}
+    return params
+
+
+def test_real_noise_names_label_sets_of_the_data_set(params):
+    g = resolve_group(_real_table(params, "cifar10n", ["aggregate", "worst"]), "g")
+    assert [s.name for s in g.settings] == ["real-aggregate", "real-worst"]
+    assert _error(_real_table(params, "cifar10n", ["worse"]), "g") == (
+        "sce_table1.noise.settings.real[0]='worse': expected a label set of 'cifar10n': "
+        "aggregate, random1, random2, random3, worst")
+    assert "has no real noisy labels" in _error(_real_table(params, "cifar10", ["worst"]), "g")
+
+
+def test_clothing1m_takes_only_its_own_labels(params):
+    assert resolve_group(_real_table(params, "clothing1m", ["noisy"]), "g").settings[0].name == "real-noisy"
+    params = _real_table(params, "clothing1m", ["noisy"])
+    params["sce_table1"]["noise"]["settings"] = {"symmetric": [0.2]}
+    assert "expected real: [noisy]" in _error(params, "g")
+
+
+def test_o2u_cannot_forget_an_unknown_noise_rate(params):
+    params["o2u_table"]["noise"]["settings"] = {"real": ["worst"]}
+    params["o2u_table"]["cifar10n"] = params["o2u_table"].pop("digits")
+    params["datasets"]["cifar10n"] = {}
+    params["two_phase_groups"] = {"g": {"table": "o2u_table", "dataset": "cifar10n", "method": "o2u"}}
+    assert "forget_rate='noise_rate': real noisy labels have no known noise rate" in _error(params, "g")
+
+
+def test_train_options_are_checked(params):
+    params["train"]["augment"] = {"name": "crop", "size": 32, "padding": 4}
+    assert _error(params) == "train.augment.flip: missing"
+    params["train"]["augment"] = {"name": "zoom"}
+    assert _error(params) == "train.augment.name='zoom': expected one of none, shift, crop, center_crop"
+    params["train"]["augment"] = {"name": "shift", "shift": 0.2, "rotation": 20, "flip": "yes"}
+    assert _error(params) == "train.augment.flip='yes': expected true or false"
+    params["train"]["augment"] = {"name": "none"}
+    params["train"]["normalize"] = "zca"
+    assert _error(params) == "train.normalize='zca': expected one of channel, pixel_mean, imagenet"
+    params["train"]["normalize"] = "channel"
+    params["train"]["l2"] = {"fc1": -1}
+    assert _error(params) == "train.l2.fc1=-1: expected a number >= 0"
+    params["train"]["l2"] = {}
+    params["train"]["lr_decay"] = -1e-4
+    assert _error(params) == "train.lr_decay=-0.0001: expected a number >= 0"
+    params["train"]["lr_decay"] = 1e-4
+    assert resolve_group(params, "main").train["augment"] == {"name": "none"}
+    params["datasets"]["digits"]["max_train"] = 1
+    assert _error(params) == "datasets.digits.max_train=1: expected an integer >= 2"

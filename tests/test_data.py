@@ -2,6 +2,7 @@
 import pickle
 import struct
 import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -132,3 +133,103 @@ def test_store_roundtrip_and_corruption(tmp_path):
     f.unlink()
     with pytest.raises(DataError, match="train_labels.npy: missing"):
         store.load(tmp_path / "digits")
+
+
+def write_cifar_n_fixture(root, hundred=False, n=None, clean=None):
+    """CIFAR-N's label file: torch.save of a dict of numpy label arrays, one per training image."""
+    import torch
+
+    labels = sources.fetch("cifar100" if hundred else "cifar10", {}, root).train_labels if clean is None else clean
+    n = len(labels) if n is None else n
+    rng = np.random.default_rng(2)
+    keys = ["noisy_label"] if hundred else ["aggre_label", "random_label1", "random_label2", "random_label3",
+                                            "worse_label"]
+    content = {"clean_label": labels[:n], **{k: rng.integers(0, 100 if hundred else 10, n) for k in keys}}
+    torch.save(content, root / sources.CIFAR_N_FILES["cifar100n" if hundred else "cifar10n"])
+    return content
+
+
+@pytest.mark.parametrize("hundred", [False, True])
+def test_cifar_n_human_labels_joined_by_index(tmp_path, hundred):
+    write_cifar_fixture(tmp_path, hundred=hundred)
+    content = write_cifar_n_fixture(tmp_path, hundred=hundred)
+    a = sources.fetch("cifar100n" if hundred else "cifar10n", {}, tmp_path)
+    sets = sources.REAL_LABEL_SETS["cifar100n" if hundred else "cifar10n"]
+    for label_set, key in sets.items():
+        assert (a.extra[f"train_real_{label_set}"] == content[key]).all()
+    assert (a.train_labels == content["clean_label"]).all()
+
+
+def test_cifar_n_file_that_does_not_match_cifar_stops_with_one_line(tmp_path, monkeypatch):
+    write_cifar_fixture(tmp_path)
+    write_cifar_n_fixture(tmp_path, n=29)
+    with pytest.raises(DataError, match=r"CIFAR-10_human.pt: clean_label has 29 labels, the CIFAR training set "
+                                        r"has 30; expected the label file of this CIFAR version$"):
+        sources.fetch("cifar10n", {}, tmp_path)
+    write_cifar_n_fixture(tmp_path, clean=np.zeros(30, dtype=np.int64))
+    with pytest.raises(DataError, match="clean_label differs from the CIFAR training labels"):
+        sources.fetch("cifar10n", {}, tmp_path)
+    (tmp_path / "CIFAR-10_human.pt").unlink()
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(DataError, match=r"download failed .*put CIFAR-10_human.pt into"):
+        sources.fetch("cifar10n", {}, tmp_path)
+
+
+def write_clothing1m_fixture(root, n_train=8, n_test=4, size=20):
+    """Clothing1M's layout: annotations/*.txt (key-value labels, key lists) and the JPEGs they name."""
+    from PIL import Image
+
+    folder, rng = root / "clothing1m", np.random.default_rng(3)
+    (folder / "annotations").mkdir(parents=True)
+    train = [f"images/0/{i:02d}/{i}.jpg" for i in range(n_train)]
+    test = [f"images/1/{i:02d}/{i}.jpg" for i in range(n_test)]
+    noisy = {k: i % 14 for i, k in enumerate(train)}
+    clean = {**{k: (i + 1) % 14 for i, k in enumerate(train[:3])}, **{k: i % 14 for i, k in enumerate(test)}}
+    for key in train + test:
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)).save(folder / key)
+    notes = folder / "annotations"
+    (notes / "noisy_label_kv.txt").write_text("".join(f"{k} {v}\n" for k, v in noisy.items()))
+    (notes / "clean_label_kv.txt").write_text("".join(f"{k} {v}\n" for k, v in clean.items()))
+    (notes / "noisy_train_key_list.txt").write_text("\n".join(train) + "\n")
+    (notes / "clean_test_key_list.txt").write_text("\n".join(test) + "\n")
+    return folder, noisy, clean
+
+
+def test_clothing1m_from_its_published_layout(tmp_path):
+    folder, noisy, clean = write_clothing1m_fixture(tmp_path)
+    a = sources.fetch("clothing1m", {"image_size": 16, "max_train": None, "max_test": None}, tmp_path)
+    assert a.train_images.shape == (8, 16, 16, 3) and a.test_images.shape == (4, 16, 16, 3)
+    assert a.extra["train_real_noisy"].tolist() == list(noisy.values())
+    # true labels: the clean label where Clothing1M has one for a noisy-set image, else unknown
+    assert a.train_labels.tolist() == [1, 2, 3] + [-1] * 5
+    assert a.test_labels.tolist() == [0, 1, 2, 3] and len(a.classes) == 14
+    sub = sources.fetch("clothing1m", {"image_size": 16, "max_train": 5, "max_test": 2}, tmp_path)
+    assert len(sub.train_labels) == 5 and len(sub.test_labels) == 2
+    assert set(sub.extra["train_real_noisy"].tolist()) <= set(noisy.values())
+
+
+def test_clothing1m_missing_files_are_named(tmp_path):
+    folder, _, _ = write_clothing1m_fixture(tmp_path)
+    options = {"image_size": 16, "max_train": None, "max_test": None}
+    (folder / "images/0/03/3.jpg").unlink()
+    with pytest.raises(DataError, match=r"cannot read image .*images/0/03/3.jpg"):
+        sources.fetch("clothing1m", options, tmp_path)
+    (folder / "annotations" / "clean_label_kv.txt").unlink()
+    with pytest.raises(DataError, match=r"^dataset 'clothing1m': missing .*annotations/clean_label_kv.txt; expected "
+                                        r"Clothing1M's published layout"):
+        sources.fetch("clothing1m", options, tmp_path)
+
+
+def test_max_train_keeps_a_seeded_subset_in_order(tmp_path):
+    write_cifar_fixture(tmp_path, hundred=True)
+    full = sources.fetch("cifar100", {}, tmp_path)
+    a = sources.fetch("cifar100", {"max_train": 4, "max_test": 3}, tmp_path)
+    assert len(a.train_labels) == 4 and len(a.test_labels) == 3 and len(a.extra["test_coarse_labels"]) == 3
+    idx = [np.flatnonzero((full.train_images == img).all(axis=(1, 2, 3)))[0] for img in a.train_images]
+    assert idx == sorted(idx) and (full.train_labels[idx] == a.train_labels).all()
+    assert (a.extra["train_coarse_labels"] == full.extra["train_coarse_labels"][idx]).all()

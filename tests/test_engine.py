@@ -1,8 +1,12 @@
 """The training loop on a tiny data set: shapes, determinism, pairing across methods."""
+from collections import OrderedDict
+
 import numpy as np
+import pytest
 import torch
 
 from noisylabels import engine
+from noisylabels.config import ConfigError
 
 from conftest import TINY_PARAMS, TinyDataset
 
@@ -97,7 +101,7 @@ def test_sgd_matches_torch_optim_sgd():
     a = torch.nn.Linear(5, 3)
     b = torch.nn.Linear(5, 3)
     b.load_state_dict(a.state_dict())
-    ours = engine.SGD(a.parameters(), momentum=0.9, weight_decay=1e-3)
+    ours = engine.SGD(a.named_parameters(), momentum=0.9, weight_decay=1e-3)
     ref = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     x = torch.randn(8, 5)
     for step in range(5):
@@ -109,3 +113,35 @@ def test_sgd_matches_torch_optim_sgd():
         ours.step(lr), ref.step()
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def test_keras_l2_on_one_layer_is_its_penalty_in_the_loss():
+    """l2 {fc1: c} == c * sum(fc1.weight^2) added to the loss; biases and fc2 untouched."""
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(OrderedDict(fc1=torch.nn.Linear(5, 4), act=torch.nn.ReLU(), fc2=torch.nn.Linear(4, 3)))
+
+    a, b = net(), net()
+    ours = engine.SGD(a.named_parameters(), momentum=0.9, weight_decay=0.0, l2={"fc1": 0.01})
+    ref = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(8, 5)
+    for _ in range(4):
+        ours.zero_grad(), ref.zero_grad()
+        a(x).square().sum().backward()
+        (b(x).square().sum() + 0.01 * b.fc1.weight.square().sum()).backward()
+        ours.step(0.1), ref.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q)
+    with pytest.raises(ConfigError, match=r"train.l2.fc3=0.01: no layer of the model has that name; .*fc1, fc2"):
+        engine.SGD(a.named_parameters(), 0.9, 0.0, {"fc3": 0.01})
+
+
+def test_keras_lr_decay_divides_the_lr_by_one_plus_decay_times_iterations():
+    ds = TinyDataset(n_per_class=14)
+    data = engine.to_tensors(ds, torch.device("cpu"))
+    holdout = np.zeros(len(ds.train_labels), dtype=bool)
+    holdout[::14] = True  # 130 samples left to fit
+    train = {**TRAIN, "epochs": 2, "milestones": [1], "batch_size": 64, "lr_decay": 0.01}
+    r = engine.train_run(data, ds.train_labels, holdout, 0, MODEL, {"name": "ce"}, train, 10)
+    # 130 samples in batches of 64, 64, 2: steps 0-2 in epoch 1, 3-5 in epoch 2 (lr / 10 after epoch 1)
+    assert r.history["lr"] == pytest.approx([0.1 / (1 + 0.01 * 2), 0.01 / (1 + 0.01 * 5)])

@@ -1,9 +1,13 @@
 """The networks: output shapes, the SCE CNNs' published layer sizes, registry vs schema."""
 import inspect
+import urllib.error
 
+import pytest
 import torch
+import torchvision
 
 from noisylabels import config, models
+from noisylabels.data.sources import DataError
 
 
 def test_registry_matches_the_params_schema():
@@ -75,3 +79,30 @@ def test_coteaching_cnn_is_the_nine_layer_cnn():
     assert [c.padding for c in convs[-3:]] == [(0, 0)] * 3  # 8 -> 6 -> 4 -> 2 before the global pool
     assert [x.negative_slope for x in m.modules() if isinstance(x, torch.nn.LeakyReLU)] == [0.01] * 9
     assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_resnet50_has_torchvisions_published_size():
+    m = models.build_model({"name": "resnet50", "pretrained": False}, (3, 224, 224), 1000)
+    assert sum(p.numel() for p in m.parameters()) == 25_557_032  # torchvision's ResNet-50 (25.6M)
+    assert models.build_model({"name": "resnet50", "pretrained": False}, (3, 64, 64), 14)(
+        torch.zeros(2, 3, 64, 64)).shape == (2, 14)
+
+
+def test_resnet50_loads_imagenet_weights_from_the_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)
+    with pytest.raises(DataError, match=r"^model.pretrained=True: ImageNet weights not available \(.*offline.*\); "
+                                         r"download https://download.pytorch.org/models/resnet50-0676ba61.pth to "):
+        models.build_model({"name": "resnet50", "pretrained": True}, (3, 64, 64), 14)
+    torch.manual_seed(1)
+    imagenet = torchvision.models.resnet50(weights=None).state_dict()  # stands in for the published file
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(imagenet, tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth")
+    m = models.build_model({"name": "resnet50", "pretrained": True}, (3, 64, 64), 14)
+    assert torch.equal(m.conv1.weight, imagenet["conv1.weight"])
+    assert torch.equal(m.layer4[2].conv3.weight, imagenet["layer4.2.conv3.weight"])
+    assert m.fc.out_features == 14
+
+
+def _offline(*args, **kwargs):
+    raise urllib.error.URLError("offline")

@@ -102,3 +102,18 @@ def test_schema_knows_exactly_the_datasets_with_a_map():
 
     # CIFAR-100's map is built from its coarse labels (superclass_map), the others are fixed
     assert set(ASYMMETRIC_DATASETS) == set(noise.ASYMMETRIC_MAPS) | {"cifar100"}
+
+
+def test_real_labels_are_the_data_sets_own_for_every_seed():
+    ds = TinyDataset(n_per_class=10)
+    rng = np.random.default_rng(0)
+    worst = np.where(rng.random(100) < 0.4, (ds.train_labels + 1) % 10, ds.train_labels)
+    ds.real_labels = {"worst": worst}
+    ds.train_labels = ds.train_labels.copy()
+    ds.train_labels[::5] = -1  # true label unknown (Clothing1M): left out of the realized numbers
+    noisy, _, records = noise.generate(ds, [NoiseSetting("real", "worst")], [0, 1], "exact", 0.1)
+    assert (noisy[0, 0] == worst).all() and (noisy[0, 1] == worst).all()
+    known = ds.train_labels >= 0
+    assert records[0]["realized_rate"] == pytest.approx(np.mean(worst[known] != ds.train_labels[known]))
+    assert np.asarray(records[0]["realized_matrix"]).sum(axis=1) == pytest.approx(np.ones(10))
+    assert NoiseSetting("real", "worst").name == "real-worst"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from noisylabels.data.sources import CIFAR10_CLASSES, DATASETS
+from noisylabels.data.sources import CIFAR10_CLASSES, DATASETS, REAL_LABEL_SETS
 
 MAIN = "main"
 
@@ -91,13 +91,20 @@ def _name_list(choices, min_len):
     return check
 
 
+def _bool(key, value):
+    if not isinstance(value, bool):
+        _fail(key, value, "expected true or false")
+    return value
+
+
 _rate = _number(0, 1, hi_open=True)  # a noise rate of 1 would leave no clean label
 _positive = _number(0, lo_open=True)
 _nonneg = _number(0)
 
 # --- the schema -------------------------------------------------------------------------
 
-NOISE_TYPES = ("symmetric", "symmetric-all", "asymmetric", "pairflip")
+# real: the data set's own noisy labels (CIFAR-N, Clothing1M), listed by label set, not rate
+NOISE_TYPES = ("symmetric", "symmetric-all", "asymmetric", "pairflip", "real")
 NOISE_DRAWS = ("exact", "per-sample")
 # Data sets with a published class-dependent map (noise.py holds the maps).
 ASYMMETRIC_DATASETS = ("digits", "mnist", "cifar10", "cifar100")
@@ -174,6 +181,7 @@ MODELS = {
     "gce_resnet34": {},
     "preact_resnet32": {},
     "coteaching_cnn": {},
+    "resnet50": {"pretrained": _bool},  # torchvision's; ImageNet weights (Clothing1M) or none
 }
 
 # Phase 1 of a two-phase method (formulas in two_phase.py): name -> its options.
@@ -213,16 +221,40 @@ FINETUNE = {
     "gamma": _number(0, 1, lo_open=True),
 }
 
+def _l2(key, value):
+    """Keras-style L2 per layer: {parameter-name prefix or all: coefficient} (augment.py, engine.SGD)."""
+    if not isinstance(value, dict) or any(not isinstance(k, str) or not k for k in value):
+        _fail(key, value, 'expected a mapping from a layer name (a parameter-name prefix, or all) to a number >= 0')
+    return {k: _nonneg(f"{key}.{k}", v) for k, v in value.items()}
+
+
+_size = _number(1, integer=True)
+# Augmentation of a training batch on the device (augment.py has each one's definition).
+AUGMENTS = {
+    "none": {},
+    "shift": {"shift": _number(0, 1, hi_open=True), "rotation": _number(0, 180), "flip": _bool},  # Keras (SCE)
+    "crop": {"size": _size, "padding": _number(0, integer=True), "flip": _bool},  # torchvision
+    "center_crop": {"size": _size},  # SCE's Clothing1M
+}
+NORMALIZATIONS = ("channel", "pixel_mean", "imagenet")
+
 TRAIN = {
     "epochs": _number(1, integer=True),
     "batch_size": _number(2, integer=True),  # >= 2: batch norm needs two samples
     "lr": _positive,
     "momentum": _number(0, 1, hi_open=True),
-    "weight_decay": _nonneg,
+    "weight_decay": _nonneg,  # L2 decay in the gradient (torch's weight_decay), every parameter
     "milestones": _int_list(lo=1),
     "gamma": _number(0, 1, lo_open=True),
     "device": _one_of("auto", "cpu", "cuda"),
+    # Keras SGD's `decay` (SCE's code): the lr of iteration i is the epoch's lr / (1 + lr_decay * i)
+    "lr_decay": _nonneg,
+    "l2": _l2,  # Keras kernel_regularizer l2(c): c * sum(w^2) added to the loss, per layer
+    "normalize": _one_of(*NORMALIZATIONS),
+    "augment": lambda key, value: _named(key, value, AUGMENTS),
 }
+# Optional keys and their values when left out: the plain setting of the default run.
+TRAIN_DEFAULTS = {"lr_decay": 0.0, "l2": {}, "normalize": "channel", "augment": {"name": "none"}}
 
 NOISE_COMMON = {
     "draw": _one_of(*NOISE_DRAWS),
@@ -230,8 +262,13 @@ NOISE_COMMON = {
     "val_fraction": _number(0, 0.5, lo_open=True),
     "seeds": _int_list(lo=0, min_len=1),
 }
-NOISE_MAIN = {"type": _one_of(*NOISE_TYPES), "rate": _rate, **NOISE_COMMON}
+NOISE_MAIN = {"type": _one_of(*NOISE_TYPES[:-1]), "rate": _rate, **NOISE_COMMON}  # synthetic noise
 NOISE_TABLE = {"settings": None, **NOISE_COMMON}  # settings: checked by _noise_settings
+
+def _max_n(key, value):
+    """A subset size (to smoke-test a full-scale setting on a CPU), or null for all samples."""
+    return None if value is None else _number(2, integer=True)(key, value)
+
 
 DATASET_OPTIONS = {
     "digits": {"test_fraction": _number(0, 0.5, lo_open=True), "split_seed": _number(0, integer=True)},
@@ -241,7 +278,12 @@ DATASET_OPTIONS = {
     "cifar100": {},
     # CIFAR-4 of seed 004: CIFAR-10 restricted to these classes, relabelled 0..K-1 in order
     "cifar4": {"classes": _name_list(CIFAR10_CLASSES, 2)},
+    "cifar10n": {},
+    "cifar100n": {},
+    "clothing1m": {"image_size": _number(8, integer=True)},  # stored side (the papers: 256)
 }
+# Every data set may keep a seeded subset of its training / test samples (sources._subset).
+DATASET_DEFAULTS = {"max_train": None, "max_test": None}
 
 
 def _section(key, value, schema):
@@ -275,7 +317,7 @@ def _check_milestones(key, cfg):
 
 
 def _train(key, value):
-    train = _section(key, value, TRAIN)
+    train = _section(key, {**TRAIN_DEFAULTS, **value} if isinstance(value, dict) else value, TRAIN)
     _check_milestones(key, train)
     return train
 
@@ -313,11 +355,15 @@ def _deep_merge(base: dict, changes: dict) -> dict:
 @dataclass(frozen=True)
 class NoiseSetting:
     type: str
-    rate: float
+    rate: float | str  # a synthetic noise rate, or the label set of `real` noise (e.g. worst)
+
+    @property
+    def level(self) -> str:
+        return f"{self.rate:g}" if isinstance(self.rate, float) else self.rate
 
     @property
     def name(self) -> str:
-        return f"{self.type}-{self.rate:g}"
+        return f"{self.type}-{self.level}"
 
 
 @dataclass(frozen=True)
@@ -391,6 +437,8 @@ def _require(params, key):
 
 
 def _check_noise_for_dataset(key, setting: NoiseSetting, dataset):
+    if dataset == "clothing1m" and setting.type != "real":  # its true training labels are mostly unknown
+        _fail(key, setting.type, "data set 'clothing1m' has only its own noisy labels; expected real: [noisy]")
     if setting.type == "asymmetric" and dataset not in ASYMMETRIC_DATASETS:
         _fail(key, setting.type,
               f"data set {dataset!r} has no asymmetric class map "
@@ -407,6 +455,14 @@ def _noise_settings(key, value, dataset):
         if not isinstance(rates, list) or not rates:
             _fail(f"{key}.{ntype}", rates, "expected a non-empty list of rates in [0, 1)")
         for i, r in enumerate(rates):
+            if ntype == "real":  # a data set's own noisy labels, by label set
+                sets = REAL_LABEL_SETS.get(dataset, {})
+                if r not in sets:
+                    _fail(f"{key}.real[{i}]", r, f"expected a label set of {dataset!r}: {', '.join(sets)}"
+                          if sets else f"data set {dataset!r} has no real noisy labels "
+                          f"(they exist for: {', '.join(REAL_LABEL_SETS)})")
+                settings.append(NoiseSetting(ntype, r))
+                continue
             s = NoiseSetting(ntype, float(_rate(f"{key}.{ntype}[{i}]", r)))
             _check_noise_for_dataset(f"{key}.{ntype}", s, dataset)
             settings.append(s)
@@ -417,7 +473,7 @@ def num_classes(params: dict, dataset: str) -> int:
     """The class count of a data set, known before it is downloaded."""
     if dataset == "cifar4":
         return len(dataset_options(params, dataset)["classes"])
-    return 100 if dataset == "cifar100" else 10
+    return {"cifar100": 100, "cifar100n": 100, "clothing1m": 14}.get(dataset, 10)
 
 
 def _loss(key, value, train, classes):
@@ -496,7 +552,8 @@ def dataset_options(params: dict, name: str) -> dict:
     datasets = _require(params, "datasets")
     if name not in datasets:
         raise ConfigError(f"datasets.{name}: missing; every data set used needs an entry in `datasets`")
-    return _section(f"datasets.{name}", datasets[name] or {}, DATASET_OPTIONS[name])
+    return _section(f"datasets.{name}", {**DATASET_DEFAULTS, **(datasets[name] or {})},
+                    {**DATASET_OPTIONS[name], "max_train": _max_n, "max_test": _max_n})
 
 
 def resolve_group(params: dict, name: str) -> Group:
@@ -554,6 +611,9 @@ def resolve_group(params: dict, name: str) -> Group:
             pretrain = _pretrain(f"{mkey}.pretrain", {k: v for k, v in method["pretrain"].items() if k != "overrides"})
             finetune = _finetune(f"{mkey}.finetune", {k: v for k, v in method["finetune"].items() if k != "overrides"},
                                  pretrain)
+            if pretrain.get("forget_rate") == "noise_rate" and any(st.type == "real" for st in settings):
+                _fail(f"{mkey}.pretrain.forget_rate", "noise_rate",
+                      "real noisy labels have no known noise rate; expected a number in [0, 1) or gmm")
             group = Group(**common, loss=finetune["loss"], training={"name": "standard"},
                           overrides=_phase_overrides(mkey, method, settings, pretrain),
                           pretrain=pretrain, finetune=finetune)

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from noisylabels import methods, two_phase
-from noisylabels.config import ConfigError
+from noisylabels import augment, methods, two_phase
+from noisylabels.augment import Images
+from noisylabels.config import TRAIN_DEFAULTS, ConfigError
 from noisylabels.models import build_model
 
 STANDARD = {"name": "standard"}
@@ -45,26 +46,31 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Tensors:
-    """A data set on the device: images as normalised float N x C x H x W, labels int64."""
+    """A data set on the device: uint8 images that normalise when indexed (augment.Images,
+    in their evaluation view), labels int64 (-1 where a training sample's true label is
+    unknown: Clothing1M), and the augmentation of a training batch."""
 
-    train_x: torch.Tensor
+    train_x: Images
     train_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: Images
     test_y: torch.Tensor
+    augment: augment.Augmentation
 
 
-def to_tensors(dataset, device: torch.device) -> Tensors:
-    def images(a):
-        return torch.from_numpy(a).to(device).permute(0, 3, 1, 2).float().div_(255)
+def to_tensors(dataset, device: torch.device, train_cfg: dict | None = None) -> Tensors:
+    """The data set on `device`, normalised and augmented as the `train` section says
+    (normalize, augment; default: per-channel standardisation, no augmentation)."""
+    train_cfg = {**TRAIN_DEFAULTS, **(train_cfg or {})}
 
-    train_x, test_x = images(dataset.train_images), images(dataset.test_images)
-    # per-channel standardisation with statistics of the training images
-    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
-    std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return Tensors(
-        (train_x - mean) / std, torch.from_numpy(dataset.train_labels).to(device),
-        (test_x - mean) / std, torch.from_numpy(dataset.test_labels).to(device),
-    )
+    def raw(a):
+        return torch.from_numpy(a).to(device).permute(0, 3, 1, 2).contiguous()
+
+    train, test = raw(dataset.train_images), raw(dataset.test_images)
+    mean, std = augment.normalisation(train, train_cfg["normalize"])
+    augmentation = augment.Augmentation(train_cfg["augment"], mean, std, train.shape)
+    return Tensors(Images(train, mean, std, augmentation.view), torch.from_numpy(dataset.train_labels).to(device),
+                   Images(test, mean, std, augmentation.view), torch.from_numpy(dataset.test_labels).to(device),
+                   augmentation)
 
 
 @dataclass
@@ -89,12 +95,29 @@ class SGD:
     """torch.optim.SGD's update (L2 weight decay added to the gradient, then momentum), as
     four foreach ops. torch.optim's first step imports torch._dynamo, 1.3 s in every worker
     process of every stage; this is the same arithmetic without it (a test compares them).
+
+    l2: {parameter-name prefix or `all`: c}: Keras' kernel_regularizer l2(c) on those layers'
+    kernels (weights of dimension > 1, not biases or batch norm), which adds c * sum(w^2) to
+    the loss, so 2 c w to the gradient. SCE: 0.01 on the first dense layer of its CIFAR-10
+    CNN, on every kernel of its ResNet-44.
     """
 
-    def __init__(self, params, momentum: float, weight_decay: float):
-        self.params = [p for p in params if p.requires_grad]
+    def __init__(self, named_params, momentum: float, weight_decay: float, l2: dict | None = None):
+        named = [(n, p) for n, p in named_params if p.requires_grad]
+        self.params = [p for _, p in named]
         self.momentum, self.weight_decay = momentum, weight_decay
         self.buffers = [torch.zeros_like(p) for p in self.params]
+        self.l2_index, self.l2_coef = [], []
+        for prefix, c in (l2 or {}).items():
+            hits = [i for i, (n, p) in enumerate(named) if p.dim() > 1 and (prefix == "all" or n.startswith(f"{prefix}."))]
+            if not hits:
+                kernels = sorted({n.rsplit(".", 1)[0] for n, p in named if p.dim() > 1})
+                raise ConfigError(f"train.l2.{prefix}={c!r}: no layer of the model has that name; "
+                                  f"expected all or one of {', '.join(kernels)}")
+            for i in hits:
+                if c and i not in self.l2_index:
+                    self.l2_index.append(i)
+                    self.l2_coef.append(2.0 * c)
 
     def zero_grad(self):
         for p in self.params:
@@ -105,6 +128,11 @@ class SGD:
         grads = [p.grad for p in self.params]
         if self.weight_decay:
             grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        if self.l2_index:
+            grads = list(grads)
+            decay = torch._foreach_mul([self.params[i] for i in self.l2_index], self.l2_coef)
+            for i, d in zip(self.l2_index, decay):
+                grads[i] = grads[i] + d
         torch._foreach_mul_(self.buffers, self.momentum)
         torch._foreach_add_(self.buffers, grads)
         torch._foreach_add_(self.params, self.buffers, alpha=-lr)
@@ -118,20 +146,23 @@ def _fit(data: Tensors, holdout: np.ndarray, noisy: np.ndarray, seed: int, model
     noisy labels; soft labels after a label correction). The method sets the schedule
     (method.epochs, method.lr(epoch), method.batch_size(epoch)); train_cfg the optimizer.
     """
+    train_cfg = {**TRAIN_DEFAULTS, **train_cfg}
     device = data.train_x.device
     fit = np.flatnonzero(~holdout)
     subset = np.arange(len(fit)) if keep is None else np.flatnonzero(keep)
     fit_t, sub_t = torch.from_numpy(fit).to(device), torch.from_numpy(subset).to(device)
     val = torch.from_numpy(np.flatnonzero(holdout)).to(device)
     noisy_t = torch.from_numpy(noisy).to(device)
-    x_fit = data.train_x[fit_t]
-    x, y, y_true = x_fit[sub_t], noisy_t[fit_t][sub_t], data.train_y[fit_t][sub_t]
+    x_fit = data.train_x.subset(fit_t)
+    x, y, y_true = x_fit.subset(sub_t), noisy_t[fit_t][sub_t], data.train_y[fit_t][sub_t]
     t = y if targets is None else torch.as_tensor(targets, device=device)[sub_t]
-    x_val, y_val = data.train_x[val], noisy_t[val]
+    x_val, y_val = data.train_x.subset(val), noisy_t[val]
 
-    # Same seed -> same batch order for every method (paired comparisons).
+    # Same seed -> same batch order and augmentation draws for every method (paired comparisons).
     batch_order = torch.Generator(device=device).manual_seed(seed)
-    opt = SGD(model.parameters(), train_cfg["momentum"], train_cfg["weight_decay"])
+    draws = torch.Generator(device=device).manual_seed(seed + 2_000_003)
+    opt = SGD(model.named_parameters(), train_cfg["momentum"], train_cfg["weight_decay"], train_cfg["l2"])
+    iteration = 0  # optimizer steps so far, for Keras' lr decay
     n = len(x)
     history = {k: [] for k in (*HISTORY_KEYS, *method.history_keys)}
     test_preds, val_preds = [], []
@@ -139,26 +170,31 @@ def _fit(data: Tensors, holdout: np.ndarray, noisy: np.ndarray, seed: int, model
         model.train()
         lr, bs = method.lr(epoch), method.batch_size(epoch)
         perm = torch.randperm(n, generator=batch_order, device=device)
-        sums = torch.zeros(3, device=device)  # loss, correct on noisy labels, correct on true
+        # loss, correct on noisy labels, correct on true labels, samples with a known true label
+        sums = torch.zeros(4, device=device)
         seen = 0
         # A last batch of a single sample would break batch norm; it is skipped (its sample is
         # seen in other epochs, as the permutation changes).
         for s in (s for s in range(0, n, bs) if n - s > 1):
             idx = perm[s : s + bs]
-            losses, logits = method.batch_loss(model, x[idx], t[idx], idx)
+            losses, logits = method.batch_loss(model, data.augment(x.normalised(idx), draws), t[idx], idx)
             opt.zero_grad()
             losses.mean().backward()
             method.after_backward(idx)
-            opt.step(lr)
+            step_lr = lr / (1 + train_cfg["lr_decay"] * iteration)
+            opt.step(step_lr)
+            iteration += 1
             with torch.no_grad():
                 pred = logits.argmax(1)
-                sums += torch.stack([losses.sum(), (pred == y[idx]).sum(), (pred == y_true[idx]).sum()])
+                sums += torch.stack([losses.sum(), (pred == y[idx]).sum(), (pred == y_true[idx]).sum(),
+                                     (y_true[idx] >= 0).sum()])
             seen += len(idx)
         test_pred, val_pred = predict(model, data.test_x), predict(model, x_val)
         test_preds.append(test_pred)
         val_preds.append(val_pred)
-        numbers = torch.cat([sums / seen, (val_pred == y_val).float().mean()[None],
+        numbers = torch.cat([sums[:2] / seen, sums[2:3] / sums[3], (val_pred == y_val).float().mean()[None],
                              (test_pred == data.test_y).float().mean()[None]]).tolist()  # one sync per epoch
+        lr = step_lr  # the history's lr: the last step's (with lr_decay it falls within an epoch)
         for key, value in zip(HISTORY_KEYS, [lr, *numbers]):
             history[key].append(float(value))
         for key, value in method.end_epoch(epoch, model, x, y, history["val_acc_noisy"][-1]).items():
@@ -172,6 +208,21 @@ def _fit(data: Tensors, holdout: np.ndarray, noisy: np.ndarray, seed: int, model
         metrics=method.final_metrics(),
         artefacts=method.artefacts(),
     )
+
+
+def preflight(group, dataset) -> None:
+    """What would fail inside a worker, checked before any run starts: the augmentation and
+    normalisation fit the images, every `train.l2` layer exists in the model, pretrained
+    weights load (and are downloaded into torch's cache once, here)."""
+    problem = augment.check_fits(group.train["augment"], dataset.train_images.shape[1:])
+    if problem:
+        raise ConfigError(f"train.augment.size={group.train['augment']['size']}: {problem}")
+    if group.train["normalize"] == "imagenet" and dataset.train_images.shape[-1] != 3:
+        raise ConfigError(f"train.normalize='imagenet': expected RGB images; {dataset.name} has "
+                          f"{dataset.train_images.shape[-1]} channel(s)")
+    shape = augment.input_shape(group.train["augment"], dataset.train_images.shape[1:])
+    model = build_model(group.model, shape, dataset.num_classes)
+    SGD(model.named_parameters(), 0.0, 0.0, group.train["l2"])
 
 
 def _model(model_cfg: dict, data: Tensors, num_classes: int, seed: int):
@@ -243,9 +294,9 @@ RUNNERS = {"single": train_run, "pretrain": pretrain_run, "finetune": finetune_r
 _worker = {}  # per worker process: the data set on its device
 
 
-def _init_worker(dataset, device_name: str, threads: int) -> None:
+def _init_worker(dataset, device_name: str, threads: int, train_cfg: dict) -> None:
     torch.set_num_threads(threads)
-    _worker["data"] = to_tensors(dataset, torch.device(device_name))
+    _worker["data"] = to_tensors(dataset, torch.device(device_name), train_cfg)
 
 
 def _train_job(job: dict) -> RunResult:
@@ -289,7 +340,7 @@ class Workers:
     the caller sets up MLflow. With one process, jobs run here.
     """
 
-    def __init__(self, dataset, device, processes: int, threads: int = 1):
+    def __init__(self, dataset, device, processes: int, threads: int = 1, train_cfg: dict | None = None):
         self.pool = None
         if processes > 1:
             # fork on the CPU: a worker starts in milliseconds with torch already imported
@@ -297,11 +348,11 @@ class Workers:
             # parent has run no torch op yet, so no thread pool is forked half-initialised.
             context = multiprocessing.get_context("fork" if torch.device(device).type == "cpu" else "spawn")
             self.pool = ProcessPoolExecutor(processes, mp_context=context,
-                                            initializer=_init_worker, initargs=(dataset, str(device), threads))
+                                            initializer=_init_worker, initargs=(dataset, str(device), threads, train_cfg))
             for _ in range(processes):  # each submit starts one more worker
                 self.pool.submit(int)
         else:
-            _init_worker(dataset, str(device), threads)
+            _init_worker(dataset, str(device), threads, train_cfg)
 
     def map(self, jobs: list[dict]):
         return self.pool.map(_train_job, jobs) if self.pool else map(_train_job, jobs)

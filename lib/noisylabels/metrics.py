@@ -78,10 +78,13 @@ def detection(score: np.ndarray, removed: np.ndarray, is_noisy: np.ndarray) -> d
 
 
 def phase1_metrics(artefacts: dict, noisy: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Label-correction metrics (from `labels`) or detection metrics (from `score`, `keep`)."""
+    """Label-correction metrics (from `labels`) or detection metrics (from `score`, `keep`),
+    on the samples whose true label is known (all but most of Clothing1M's)."""
+    known = true >= 0
+    noisy, true = noisy[known], true[known]
     if "labels" in artefacts:
-        return label_correction(noisy, artefacts["labels"].argmax(1), true)
-    return detection(artefacts["score"], ~artefacts["keep"], noisy != true)
+        return label_correction(noisy, artefacts["labels"][known].argmax(1), true)
+    return detection(artefacts["score"][known], ~artefacts["keep"][known], noisy != true)
 
 
 def run_metrics(test_pred, test_labels, val_pred, val_noisy, train_pred, train_noisy, train_true,
@@ -96,7 +99,7 @@ def run_metrics(test_pred, test_labels, val_pred, val_noisy, train_pred, train_n
         "best_epoch": best + 1,
         "val_acc_best": float(val_acc[best]),
         "train_acc_noisy": accuracy(train_pred, train_noisy),
-        "train_acc_true": accuracy(train_pred, train_true),
+        "train_acc_true": accuracy(train_pred[train_true >= 0], train_true[train_true >= 0]),  # where known
         "classwise_test_acc_last": classwise_accuracy(test_pred[-1], test_labels, num_classes),
         "test_acc_per_epoch": test_acc.round(6).tolist(),
     }

@@ -18,6 +18,10 @@
 - coteaching_cnn: the 9-layer CNN of Co-teaching, O2U-Net and seed 004:
   [conv3x3(128)-BN-LeakyReLU(0.01)]x3-maxpool-dropout(0.25), the same with 256,
   conv3x3 without padding to 512, 256, 128 (each BN-LeakyReLU), global average pool, FC.
+- resnet50: torchvision's ResNet-50 (SCE's and seed 002's Clothing1M network) with a new
+  final layer for the data set's classes; `pretrained: true` starts from torchvision's
+  ImageNet weights (IMAGENET1K_V1), fetched once into torch's hub cache, with a one-line
+  error saying where to put the file when the download fails.
 The SCE networks use He-normal initialisation, as the Keras originals. Input shape is (C, H, W).
 The names and options are the ones `config.MODELS` validates.
 """
@@ -27,6 +31,8 @@ import math
 
 import torch
 from torch import nn
+
+from noisylabels.data.sources import DataError
 
 
 def digits_mlp(in_shape, num_classes, hidden: int, depth: int) -> nn.Module:
@@ -153,6 +159,30 @@ def coteaching_cnn(in_shape, num_classes) -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
 
+def imagenet_weights() -> dict:
+    """torchvision's ImageNet ResNet-50 weights, from torch's hub cache or downloaded into it."""
+    from torchvision.models import ResNet50_Weights
+
+    url = ResNet50_Weights.IMAGENET1K_V1.url
+    try:
+        return torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad hash or file a RuntimeError
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        where = f"{torch.hub.get_dir()}/checkpoints/{url.rsplit('/', 1)[1]}"
+        raise DataError(f"model.pretrained=True: ImageNet weights not available ({reason}); "
+                           f"download {url} to {where}, or set model.pretrained: false") from e
+
+
+def resnet50(in_shape, num_classes, pretrained: bool) -> nn.Module:
+    from torchvision.models import resnet50 as torchvision_resnet50
+
+    model = torchvision_resnet50(weights=None)
+    if pretrained:
+        model.load_state_dict(imagenet_weights())
+    model.fc = nn.Linear(model.fc.in_features, num_classes)  # seeded by the run, as every model
+    return model
+
+
 MODELS = {
     "digits_mlp": digits_mlp,
     "sce_mnist_cnn": sce_mnist_cnn,
@@ -161,6 +191,7 @@ MODELS = {
     "gce_resnet34": gce_resnet34,
     "preact_resnet32": preact_resnet32,
     "coteaching_cnn": coteaching_cnn,
+    "resnet50": resnet50,
 }
 
 

@@ -9,6 +9,9 @@ Each noise setting has a nominal transition matrix T (T[i, j] = P(noisy j | true
                   truck->automobile, bird->airplane, deer->horse, cat<->dog; CIFAR-100: the
                   next fine class, circularly, within the true super-class).
 - pairflip:       class i -> (i + 1) mod C.
+- real:           no draw: the data set's own noisy labels of the named label set (CIFAR-N's
+                  human labels, Clothing1M's), the same for every seed; the realized matrix and
+                  rate count only the samples whose true label is known.
 Two ways to draw: "exact" flips exactly round((1 - T[c, c]) n_c) samples of every class c
 (SCE's code), each to a class drawn from row c of T without its diagonal; "per-sample" draws
 every label from its row of T (Co-teaching family). The samples to flip are picked from the
@@ -95,9 +98,10 @@ def inject(labels: np.ndarray, T: np.ndarray, draw: str, rng: np.random.Generato
 
 
 def realized_matrix(true: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
-    """R[i, j] = share of the samples of true class i that carry label j."""
+    """R[i, j] = share of the samples of true class i that carry label j (true label known)."""
     counts = np.zeros((num_classes, num_classes))
-    np.add.at(counts, (true, noisy), 1)
+    known = true >= 0
+    np.add.at(counts, (true[known], noisy[known]), 1)
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
@@ -120,20 +124,34 @@ def class_map_for(dataset) -> dict | None:
     return ASYMMETRIC_MAPS.get(dataset.name)
 
 
+def real_labels(dataset, label_set: str) -> np.ndarray:
+    if not dataset.real_labels or label_set not in dataset.real_labels:
+        raise DataError(f"data set {dataset.name!r} has no real noisy labels {label_set!r}; rerun its download stage")
+    return dataset.real_labels[label_set]
+
+
 def generate(dataset, settings, seeds, draw: str, val_fraction: float):
     """Noisy labels for every (setting, seed) -> (noisy S x K x N, holdout K x N, records)."""
     y, C = dataset.train_labels, dataset.num_classes
     class_map = class_map_for(dataset)
     noisy = np.empty((len(settings), len(seeds), len(y)), dtype=np.int64)
     holdout = np.stack([holdout_mask(len(y), val_fraction, seed) for seed in seeds])
+    if not holdout.any(axis=1).all():
+        raise DataError(f"val_fraction={val_fraction}: holds out no sample of {dataset.name}'s {len(y)} training "
+                        f"images; expected a fraction of at least {1 / len(y):.2g}")
     records = []
+    known = y >= 0
     for i, setting in enumerate(settings):
-        T = transition_matrix(setting, C, class_map)
+        if setting.type != "real":
+            T = transition_matrix(setting, C, class_map)
         for j, seed in enumerate(seeds):
-            noisy[i, j] = inject(y, T, draw, setting_rng(setting, seed))
+            if setting.type == "real":
+                noisy[i, j] = real_labels(dataset, setting.rate)
+            else:
+                noisy[i, j] = inject(y, T, draw, setting_rng(setting, seed))
             records.append({
                 "setting": setting.name, "type": setting.type, "rate": setting.rate, "seed": seed,
-                "realized_rate": float(np.mean(noisy[i, j] != y)),
+                "realized_rate": float(np.mean(noisy[i, j][known] != y[known])) if known.any() else float("nan"),
                 "realized_matrix": realized_matrix(y, noisy[i, j], C).round(6).tolist(),
             })
     return noisy, holdout, records

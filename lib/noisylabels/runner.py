@@ -20,7 +20,9 @@ def train_and_log(group, dataset, device, jobs: list[dict], realized_rates: dict
                   out: str, extra_tags: dict | None = None) -> None:
     """realized_rates: (setting name, seed) -> realized noise rate (noise.json)."""
     extra_tags = extra_tags or {}
-    with engine.Workers(dataset, device, min(workers, len(jobs)), threads) as pool:
+    with stage_errors():
+        engine.preflight(group, dataset)
+    with engine.Workers(dataset, device, min(workers, len(jobs)), threads, group.train) as pool:
         with stage_errors():
             tracker = tracking.Tracker()  # fails here, before training, if the store is unusable
         parent = tracker.start_run(group.table, group.name, {**tracking.group_tags(group), **extra_tags},

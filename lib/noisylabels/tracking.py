@@ -86,7 +86,7 @@ def group_tags(group) -> dict[str, str]:
 
 def run_tags(group, run) -> dict[str, str]:
     return {**group_tags(group), "noise_type": run.setting.type,
-            "noise_rate": f"{run.setting.rate:g}", "seed": str(run.seed)}
+            "noise_rate": run.setting.level, "seed": str(run.seed)}
 
 
 def _flat(section: str, values: dict) -> dict:

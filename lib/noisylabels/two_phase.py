@@ -75,7 +75,7 @@ LABEL_HISTORY = ("label_acc_corrected", "label_fixed", "label_broken")  # per ep
 
 
 def _label_metrics(labels: torch.Tensor, noisy: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
-    m = metrics.label_correction(noisy.numpy(), labels.argmax(1).cpu().numpy(), true.numpy())
+    m = metrics.phase1_metrics({"labels": labels.cpu().numpy()}, noisy.numpy(), true.numpy())
     return {k: m[k] for k in LABEL_HISTORY}
 
 
@@ -168,7 +168,6 @@ class O2U(_Phase1):
         super().__init__(cfg, train_cfg, noisy, true, num_classes, device)
         self.epochs = cfg["epochs"] + cfg["cyclic_epochs"]
         self.forget = noise_rate if cfg["forget_rate"] == "noise_rate" else cfg["forget_rate"]
-        self.is_noisy = (noisy != true).numpy()
         self.epoch_loss = torch.zeros(len(noisy), device=device)
         self.seen = torch.zeros(len(noisy), dtype=torch.bool, device=device)
         self.total = torch.zeros(len(noisy), device=device)
@@ -207,7 +206,7 @@ class O2U(_Phase1):
         self.total[seen] += self.epoch_loss[seen] - self.epoch_loss[seen].mean()  # centred, accumulated
         self.seen = torch.zeros_like(seen)
         score = self.score()
-        m = metrics.detection(score, self.removed(score), self.is_noisy)
+        m = metrics.phase1_metrics({"score": score, "keep": ~self.removed(score)}, self.noisy.numpy(), self.true.numpy())
         return {"detect_auroc": m["detect_auroc"], "detect_precision": m["detect_precision"]}
 
     def artefacts(self):

@@ -4,6 +4,8 @@ data/raw/<name>/
   train_images.npy  uint8, N x H x W x C      test_images.npy  uint8
   train_labels.npy  int64, N                  test_labels.npy  int64
   [train_coarse_labels.npy, test_coarse_labels.npy]   CIFAR-100 super-class labels
+  [train_real_<label set>.npy]   real noisy labels (CIFAR-N, Clothing1M); train_labels are
+                                 then the true labels, -1 where unknown
   meta.json         name, classes, source, image shape, sizes, sha256 of every array file
 
 `load` checks the checksums, so a truncated or edited file stops with one clear line.
@@ -30,6 +32,7 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     train_coarse_labels: np.ndarray | None = None
+    real_labels: dict[str, np.ndarray] | None = None  # label set -> real noisy training labels
 
     @property
     def num_classes(self) -> int:
@@ -80,4 +83,5 @@ def load(path: str | Path) -> Dataset:
         train_images=arrays["train_images"], train_labels=arrays["train_labels"],
         test_images=arrays["test_images"], test_labels=arrays["test_labels"],
         train_coarse_labels=arrays.get("train_coarse_labels"),
+        real_labels={k.removeprefix("train_real_"): v for k, v in arrays.items() if k.startswith("train_real_")},
     )

@@ -100,6 +100,15 @@ O2U_TABLE1 = {
     },
 }
 
+# Clothing1M: SCE Table 3 (one accuracy per method, the 10k clean test images) and seed 002
+# Table 4 (best test accuracy; its CE and Forward rows quote Patrini et al., its Tanaka and
+# PENCIL rows their papers; PENCIL is not run here: its Clothing1M settings are not in the seeds).
+_CLOTHING = ("real-noisy",)
+SCE_TABLE3 = {"clothing1m": {"test_acc_last": {m: _row(v, _CLOTHING) for m, v in (
+    ("ce", "68.80"), ("bootstrap", "68.94"), ("forward", "69.84"), ("d2l", "69.47"), ("gce", "69.75"), ("sl", "71.02"))}}}
+JOINT_TABLE4 = {"clothing1m": {"test_acc_best": {m: _row(v, _CLOTHING) for m, v in (
+    ("ce", "68.94"), ("forward", "69.84"), ("tanaka", "72.16"), ("pencil", "73.49"), ("improved", "73.63"))}}}
+
 PUBLISHED = {
     "sce_table1": {"source": "Wang et al. 2019 (SCE), Table 1", "stand_in": {"digits": "mnist"},
                    "datasets": {d: {"test_acc_last": rows} for d, rows in SCE_TABLE1.items()}},
@@ -109,6 +118,10 @@ PUBLISHED = {
                     "datasets": JOINT_TABLES},
     "o2u_table": {"source": "Lanson and David 2023 (seed 004), Table 1 (no std given)", "stand_in": {"digits": "cifar4"},
                   "datasets": O2U_TABLE1},
+    "sce_table3": {"source": "Wang et al. 2019 (SCE), Table 3 (no std given)", "stand_in": {},
+                   "datasets": SCE_TABLE3},
+    "joint_table4": {"source": "seed 002, Table 4 (best test accuracy, no std given)", "stand_in": {},
+                     "datasets": JOINT_TABLE4},
 }
 
 UNPUBLISHED = {
@@ -116,4 +129,6 @@ UNPUBLISHED = {
                  "so no published column is shown.",
     "apl_table": "The APL paper is not among the seeds (../shared/seeds), so no published column "
                  "is shown.",
+    "cifarn_table": "CIFAR-N (Wei et al. 2022) is not among the seeds and none of the four papers uses it, "
+                    "so no published column is shown.",
 }
