@@ -6,7 +6,6 @@ distribution of the draws.
 - crop: torchvision's pad / crop / flip / to_tensor / normalize on PIL images.
 """
 import numpy as np
-import pytest
 import scipy.ndimage
 import scipy.stats
 import torch

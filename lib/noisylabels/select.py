@@ -24,7 +24,7 @@ from noisylabels.config import ConfigError, group_names, load_params, resolve_gr
 
 def groups_for(params: dict, selections: list[str]) -> tuple[dict, dict, list[str]]:
     """(groups, two_phase_groups, download) for `TABLE:DATASET` selections."""
-    groups, two_phase, download = {}, {}, [params["data"]["name"]]
+    groups, two_phase, download = {}, {}, [(params.get("data") or {}).get("name", "digits")]  # main's data set
     for sel in selections:
         table, _, dataset = sel.partition(":")
         section = params.get(table, {}).get(dataset) if isinstance(params.get(table), dict) else None
