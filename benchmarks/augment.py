@@ -59,7 +59,7 @@ def main(n, device):
         return run
 
     mean, std = augment.normalisation(torch.from_numpy(raw).permute(0, 3, 1, 2).to(device), "channel")
-    crop = augment.Crop(32, 4, True, ((0 - mean) / std).reshape(-1))
+    crop = augment.Crop(32, 4, True, ((0 - mean) / std).reshape(-1), (32, 32))
     images = [Image.fromarray(a) for a in raw]
     m, s = mean.flatten().tolist(), std.flatten().tolist()
 
@@ -68,7 +68,7 @@ def main(n, device):
             TF.normalize(TF.to_tensor(TF.hflip(TF.crop(TF.pad(img, 4), 3, 5, 32, 32))), m, s)
 
     rows = [("shift+rotation+flip", _rate(keras, n), _rate(sync(lambda: shift.apply(x, shift.draw(n, g))), n)),
-            ("pad-crop+flip", _rate(torchvision, n), _rate(sync(lambda: crop.apply(x, crop.draw(n, g, 32, 32))), n))]
+            ("pad-crop+flip", _rate(torchvision, n), _rate(sync(lambda: crop.apply(x, crop.draw(n, g))), n))]
     print(f"{n} images of 32x32x3, one thread; images per second (best of 3)")
     for name, cpu, ours in rows:
         print(f"{name:22s} per image (Keras/torchvision) {cpu:10.0f}   augment.py on {device} {ours:10.0f}   "

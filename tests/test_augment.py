@@ -76,8 +76,8 @@ def test_crop_matches_torchvision_with_padding_in_raw_pixel_space():
 
 
 def test_crop_draws_are_uniform_offsets_and_fair_flips():
-    op = augment.Crop(32, 4, True, fill=torch.zeros(3))
-    d = op.draw(18000, torch.Generator().manual_seed(0), 32, 32)
+    op = augment.Crop(32, 4, True, fill=torch.zeros(3), image_hw=(32, 32))
+    d = op.draw(18000, torch.Generator().manual_seed(0))
     for key in ("top", "left"):  # torchvision: randint(0, 32 + 8 - 32 + 1)
         counts = np.bincount(d[key].numpy(), minlength=9)
         assert len(counts) == 9 and scipy.stats.chisquare(counts).pvalue > 1e-3

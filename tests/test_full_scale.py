@@ -8,6 +8,7 @@ pretrain -> finetune -> evaluate -> report). The networks, normalisation, augmen
 optimizer options and loaders are the full-scale ones.
 """
 import copy
+import functools
 import importlib.util
 import json
 
@@ -26,6 +27,7 @@ CONFIGS = [(t, d) for t, section in PARAMS.items() if isinstance(section, dict) 
            for d in section if isinstance(section[d], dict) and "methods" in section[d] and d != "digits"]
 
 
+@functools.cache  # each stage script is loaded once per test session
 def _stage(name):
     spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

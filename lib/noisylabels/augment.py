@@ -98,9 +98,6 @@ class NoAugment:
     def apply(self, x, draws):
         return x
 
-    def evaluate(self, x):
-        return x
-
 
 class Shift(NoAugment):
     """Keras: tx, ty ~ U(-shift, shift) * side, theta ~ U(-rotation, rotation) degrees, flip."""
@@ -133,17 +130,20 @@ class Shift(NoAugment):
 
 
 class Crop(NoAugment):
-    """torchvision: pad `padding` raw black pixels, a random size x size window, a flip; or,
-    not `random`, the centre window (torchvision's CenterCrop) in training too."""
+    """torchvision: pad `padding` raw black pixels, a random size x size window of the
+    (h, w) images, a flip; or, not `random`, the centre window (torchvision's CenterCrop)
+    in training too."""
 
-    def __init__(self, size: int, padding: int, flip: bool, fill: torch.Tensor | None, random: bool = True):
+    def __init__(self, size: int, padding: int, flip: bool, fill: torch.Tensor | None, image_hw,
+                 random: bool = True):
         self.size, self.padding, self.flip, self.random = size, padding, flip, random
         self.fill = fill  # per channel: what a raw 0 becomes after normalisation
+        self.image_hw = tuple(image_hw)
 
-    def draw(self, n, generator, h, w):
+    def draw(self, n, generator):
         if not self.random:
             return None
-        span = [s + 2 * self.padding - self.size + 1 for s in (h, w)]
+        span = [s + 2 * self.padding - self.size + 1 for s in self.image_hw]
         return {"top": torch.randint(span[0], (n,), generator=generator, device=generator.device),
                 "left": torch.randint(span[1], (n,), generator=generator, device=generator.device),
                 "flip": (torch.rand(n, generator=generator, device=generator.device) < 0.5) & self.flip}
@@ -174,7 +174,7 @@ class Augmentation:
     """The `train.augment` section bound to a data set's normalisation and stored image shape."""
 
     def __init__(self, cfg: dict, mean: torch.Tensor, std: torch.Tensor, shape):
-        _, c, self.h, self.w = shape
+        _, c, h, w = shape
         name = cfg["name"]
         if name == "shift":
             self.op = Shift(cfg["shift"], cfg["rotation"], cfg["flip"])
@@ -182,21 +182,19 @@ class Augmentation:
             fill = ((0 - mean) / std).reshape(-1)
             if fill.numel() != c:  # pixel_mean: no mean pixel outside the image; the channel's mean
                 fill = (0 - mean).mean(dim=(0, 2, 3))
-            self.op = Crop(cfg["size"], cfg["padding"], cfg["flip"], fill)
+            self.op = Crop(cfg["size"], cfg["padding"], cfg["flip"], fill, (h, w))
         elif name == "center_crop":
-            self.op = Crop(cfg["size"], 0, False, None, random=False)
+            self.op = Crop(cfg["size"], 0, False, None, (h, w), random=False)
         else:
             self.op = NoAugment()
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if isinstance(self.op, Crop):
-            return self.op.apply(x, self.op.draw(len(x), generator, self.h, self.w))
         return self.op.apply(x, self.op.draw(len(x), generator))
 
     @property
     def view(self):
         """What evaluation sees: the centre window of a crop smaller than the image, else the image."""
-        return self.op if isinstance(self.op, Crop) and self.op.size < min(self.h, self.w) else None
+        return self.op if isinstance(self.op, Crop) and self.op.size < min(self.op.image_hw) else None
 
 
 def check_fits(cfg: dict, image_shape) -> str | None:
