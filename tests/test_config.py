@@ -143,6 +143,7 @@ def test_every_table_section_of_params_yaml_resolves():
     from noisylabels.data.sources import DATASETS
 
     params = load_params(REPO / "params.yaml")
+    params["download"] = list(DATASETS)  # as `python -m noisylabels.select` would list them
     resolved = 0
     for table, section in list(params.items()):
         if not (isinstance(section, dict) and "noise" in section):
@@ -210,6 +211,7 @@ def _real_table(params, dataset, label_sets, method=None):
     params["sce_table1"]["noise"]["settings"] = {"real": label_sets}
     params["sce_table1"][dataset] = params["sce_table1"].pop("digits")
     params["datasets"][dataset] = {"image_size": 32} if dataset == "clothing1m" else {}
+    params["download"] = ["digits", dataset]
     params["groups"] = {"g": {"table": "sce_table1", "dataset": dataset, "method": method or "ce"}}
     return params
 
@@ -258,3 +260,10 @@ def test_train_options_are_checked(params):
     assert resolve_group(params, "main").train["augment"] == {"name": "none"}
     params["datasets"]["digits"]["max_train"] = 1
     assert _error(params) == "datasets.digits.max_train=1: expected an integer >= 2"
+
+
+def test_download_lists_every_data_set_the_groups_use(params):
+    params["download"] = ["mnist"]
+    assert _error(params) == ("download=['mnist']: expected it to list 'digits', the data set of group 'main'")
+    params["download"] = ["svhn"]
+    assert _error(params).startswith("download[0]='svhn': expected one of digits, mnist")

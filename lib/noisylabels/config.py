@@ -625,6 +625,10 @@ def resolve_group(params: dict, name: str) -> Group:
             group = Group(**common, loss=loss, training=_training(f"{mkey}.training", method["training"], train),
                           overrides=_overrides(f"{mkey}.overrides", method["overrides"], loss, settings, train, classes))
     dataset_options(params, group.dataset)  # the data set must be downloadable too
+    if "download" in params:  # ... and downloaded: dvc.yaml makes a download stage per entry
+        download = _name_list(DATASETS, 1)("download", params["download"])
+        if group.dataset not in download:
+            _fail("download", download, f"expected it to list {group.dataset!r}, the data set of group {name!r}")
     return group
 
 
