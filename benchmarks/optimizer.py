@@ -1,4 +1,4 @@
-"""Benchmark: engine.SGD against torch.optim.SGD for the default digits run.
+"""Benchmark: optim.SGD against torch.optim.SGD for the default digits run.
 
     python benchmarks/optimizer.py [--runs 3]
 
@@ -18,33 +18,38 @@ CHILD = r"""
 import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
-from noisylabels import engine
-from noisylabels.config import load_params, resolve_group
+from noisylabels import loop, noise
+from noisylabels.resolve import load_params, resolve_group
 from noisylabels.data import sources
 from noisylabels.data.store import Dataset
 
 if sys.argv[1] == "torch.optim":  # the same update through torch.optim.SGD
     class TorchSGD:
-        def __init__(self, named_params, momentum, weight_decay, l2=None):  # the default run has no l2
-            self.opt = torch.optim.SGD([p for _, p in named_params], lr=0.0, momentum=momentum,
-                                       weight_decay=weight_decay)
+        @classmethod
+        def for_train(cls, model, train):  # the default run has no l2
+            return cls(model, train)
+        def __init__(self, model, train):
+            self.opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=train.momentum,
+                                       weight_decay=train.weight_decay)
         def zero_grad(self):
             self.opt.zero_grad(set_to_none=True)
         def step(self, lr):
             for group in self.opt.param_groups:
                 group["lr"] = lr
             self.opt.step()
-    engine.SGD = TorchSGD
+    loop.SGD = TorchSGD
 a = sources.fetch("digits", {"test_fraction": 0.3, "split_seed": 0}, "unused")
 ds = Dataset("digits", a.classes, {}, a.train_images, a.train_labels, a.test_images, a.test_labels)
-data = engine.to_tensors(ds, torch.device("cpu"))
-g = resolve_group(load_params("params.yaml"), "main")
-holdout = np.zeros(len(ds.train_labels), dtype=bool)
-holdout[::10] = True
+params = load_params("params.yaml")
+params["noise"]["seeds"] = list(range(int(sys.argv[2])))
+g = resolve_group(params, "main")
+data = loop.to_tensors(ds, torch.device("cpu"), g.train)
+val = np.zeros(len(ds.train_labels), dtype=bool)
+val[::10] = True
 times = []
-for seed in range(int(sys.argv[2])):
+for run in g.runs:
     t = time.perf_counter()
-    engine.train_run(data, ds.train_labels, holdout, seed, g.model, g.loss, g.train, ds.num_classes)
+    loop.train(data, loop.Job(run, noise.RunLabels(ds.train_labels, val, np.eye(10), 0.0)))
     times.append(time.perf_counter() - t)
 print(json.dumps(times))
 """
@@ -58,7 +63,7 @@ def _times(kind: str, runs: int) -> list[float]:
 @click.command()
 @click.option("--runs", default=3, show_default=True, help="runs per process (>= 2)")
 def main(runs):
-    results = {"torch.optim.SGD": _times("torch.optim", runs), "engine.SGD": _times("engine", runs)}
+    results = {"torch.optim.SGD": _times("torch.optim", runs), "optim.SGD": _times("optim", runs)}
     base_first, base_rest = None, None
     print(f"the default digits run ({runs} per fresh process), wall seconds")
     for label, times in results.items():

@@ -3,7 +3,7 @@
     python benchmarks/threads.py [--epochs 40] [--runs 16]
 
 Trains the default digits run (params.yaml's main experiment model, loss and schedule)
-through engine.Workers, as the pretrain stage does, in three ways, and prints the wall time,
+through workers.Workers, as the pretrain stage does, in three ways, and prints the wall time,
 runs per second and the ratio to the first:
   1. one process, 1 torch thread (`--workers 1`);
   2. one process, 2 torch threads (`--workers 1 --threads 2`);
@@ -17,27 +17,26 @@ import time
 import click
 import torch
 
-from noisylabels import engine, noise
-from noisylabels.config import load_params, resolve_group
+from noisylabels import loop, noise
 from noisylabels.data import sources
 from noisylabels.data.store import Dataset
+from noisylabels.resolve import load_params, resolve_group
+from noisylabels.workers import Workers
 
 
 def _jobs(runs: int, epochs: int):
     a = sources.fetch("digits", {"test_fraction": 0.3, "split_seed": 0}, "unused")
     ds = Dataset("digits", a.classes, {}, a.train_images, a.train_labels, a.test_images, a.test_labels)
-    g = resolve_group(load_params("params.yaml"), "main")
-    seeds = list(range(runs))
-    labels, holdout, _ = noise.generate(ds, g.settings, seeds, g.draw, g.val_fraction)
-    jobs = [dict(kind="single", noisy=labels[0, j], holdout=holdout[j], seed=seed, model_cfg=g.model, loss_cfg=g.loss,
-                 train_cfg={**g.train, "epochs": epochs}, num_classes=ds.num_classes)
-            for j, seed in enumerate(seeds)]
-    return ds, jobs
+    params = load_params("params.yaml")
+    params["noise"]["seeds"], params["train"]["epochs"] = list(range(runs)), epochs
+    g = resolve_group(params, "main")
+    noisy, val, records = noise.generate(ds, g.settings, g.seeds, g.draw, g.val_fraction)
+    return ds, g, loop.group_jobs(g, noise.NoisyLabels(noisy, val, {"seeds": list(g.seeds), "runs": records}))
 
 
-def _seconds(ds, jobs, processes: int, threads: int) -> float:
+def _seconds(ds, group, jobs, processes: int, threads: int) -> float:
     t = time.perf_counter()
-    with engine.Workers(ds, torch.device("cpu"), processes, threads) as workers:
+    with Workers(ds, torch.device("cpu"), processes, threads, group.train) as workers:
         list(workers.map(jobs))
     return time.perf_counter() - t
 
@@ -46,11 +45,11 @@ def _seconds(ds, jobs, processes: int, threads: int) -> float:
 @click.option("--epochs", default=40, show_default=True)
 @click.option("--runs", default=16, show_default=True, help="runs per measurement (a group has 9 to 24)")
 def main(epochs, runs):
-    ds, jobs = _jobs(runs, epochs)
-    two_processes = _seconds(ds, jobs, 2, 1)
-    _seconds(ds, jobs[:1], 1, 1)  # warm-up of this process's first torch ops, not timed
-    results = [("1 process x 1 thread", _seconds(ds, jobs, 1, 1)),
-               ("1 process x 2 threads", _seconds(ds, jobs, 1, 2)),
+    ds, g, jobs = _jobs(runs, epochs)
+    two_processes = _seconds(ds, g, jobs, 2, 1)
+    _seconds(ds, g, jobs[:1], 1, 1)  # warm-up of this process's first torch ops, not timed
+    results = [("1 process x 1 thread", _seconds(ds, g, jobs, 1, 1)),
+               ("1 process x 2 threads", _seconds(ds, g, jobs, 1, 2)),
                ("2 processes x 1 thread", two_processes)]
     base = results[0][1]
     print(f"{runs} runs of {epochs} epochs each (digits, main experiment settings); wall time")

@@ -8,8 +8,8 @@ are downloaded into --downloads (or found there when you put them by hand).
 import click
 
 from noisylabels.cli import stage_errors
-from noisylabels.config import dataset_options, load_params
 from noisylabels.data import sources, store
+from noisylabels.resolve import dataset_spec, load_params
 
 
 @click.command()
@@ -20,8 +20,8 @@ from noisylabels.data import sources, store
 @click.option("--out", default=None, help="output folder [default: data/raw/<dataset>]")
 def main(dataset, params_file, downloads, out):
     with stage_errors():
-        options = dataset_options(load_params(params_file), dataset)
-        arrays = sources.fetch(dataset, options, downloads)
+        spec = dataset_spec(load_params(params_file), dataset)
+        arrays = sources.fetch(dataset, spec.model_dump(), downloads)
         store.save(out or f"data/raw/{dataset}", dataset, arrays)
     click.echo(f"{dataset}: {len(arrays.train_labels)} train, {len(arrays.test_labels)} test, "
                f"{len(arrays.classes)} classes, images {arrays.train_images.shape[1:]}")

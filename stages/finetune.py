@@ -9,15 +9,10 @@ stage reads. A change to a `finetune` setting reruns this stage only, not phase 
 new parent run of the group (tag phase=2), each model nested under it.
 """
 import os
-import zipfile
 
 import click
 
-from noisylabels import engine, noise, results, runner
-from noisylabels.cli import stage_errors
-from noisylabels.config import ConfigError, load_params, resolve_group
-from noisylabels.data import store
-from noisylabels.data.sources import DataError
+from noisylabels import runner
 
 
 @click.command()
@@ -32,25 +27,7 @@ from noisylabels.data.sources import DataError
               help="processes training the group's runs side by side (results do not depend on it)")
 @click.option("--threads", default=1, show_default=True, help="CPU threads for torch per worker")
 def main(group, params_file, raw, noisy, phase1_dir, out, workers, threads):
-    with stage_errors():
-        g = resolve_group(load_params(params_file), group)
-        if not g.two_phase:
-            raise ConfigError(f"group={group!r}: not a two-phase group; finetune runs the groups of two_phase_groups")
-        device = engine.resolve_device(g.train["device"])
-        dataset = store.load(f"{raw}/{g.dataset}")
-        labels, holdout, noise_info = noise.load(f"{noisy}/{group}")
-        path, phase1 = f"{phase1_dir}/{group}", {}
-        for run in g.runs:
-            weights = g.phase_for(run.setting, "finetune")["init"] == "phase1"
-            try:
-                phase1[run.name] = results.load_phase1(path, run.name, weights)
-            except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
-                raise DataError(f"{path}: missing or unreadable phase-1 output of run {run.name!r} "
-                                f"({e.__class__.__name__}); run the stage pretrain-two_phase@{group} first")
-        parent = results.load_group(path)["mlflow_parent_run_id"]
-        jobs = engine.group_jobs(g, labels, holdout, noise.realized_matrices(noise_info), dataset.num_classes, phase1)
-    runner.train_and_log(g, dataset, device, jobs, noise.realized_rates(noise_info), workers, threads,
-                         out or f"data/runs/{group}", {"phase": "2", "phase1_parent_run_id": parent})
+    runner.train_stage(group, params_file, raw, noisy, out, workers, threads, phase1_dir=phase1_dir)
 
 
 if __name__ == "__main__":

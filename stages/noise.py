@@ -3,18 +3,17 @@
     python stages/noise.py                              # every group -> data/noisy/<group>/
     python stages/noise.py --group sce_table1-ce-digits --out /tmp/noisy   # one group
 
-Per group: noisy.npy (settings x seeds x N), holdout.npy (seeds x N) and noise.json (the
-realized transition matrix and noise rate of every setting and seed). The labels depend only
-on (data set, setting, seed), so every method sees the same ones. One stage for all groups:
-DVC's cost grows with the number of stages, and drawing every group's labels takes about a
-second; each training stage depends on its own group's folder only, so it reruns only when
-its labels change.
+Per group: noisy.npy (settings x seeds x N), val.npy (seeds x N: the held-out noisy
+split) and noise.json (the realized transition matrix and noise rate of every setting and
+seed). The labels depend only on (data set, setting, seed), so every method sees the same
+ones. One stage for all groups: DVC's cost grows with the number of stages, and drawing
+every group's labels takes about a second; each training stage depends on its own group's
+folder only, so it reruns only when its labels change.
 """
 import click
 
 from noisylabels import noise
-from noisylabels.cli import stage_errors, write_per_group
-from noisylabels.config import group_names, load_params, resolve_group
+from noisylabels.cli import groups_from_params, stage_errors, write_per_group
 from noisylabels.data import store
 
 
@@ -26,14 +25,13 @@ from noisylabels.data import store
               help="output folder [default: data/noisy, one subfolder per group; with --group: data/noisy/<group>]")
 def main(group, params_file, raw, out):
     with stage_errors():  # every group and data set is checked before any label is drawn
-        params = load_params(params_file)
-        groups = [resolve_group(params, name) for name in ([group] if group else group_names(params))]
-        datasets = {name: store.load(f"{raw}/{name}") for name in dict.fromkeys(g.dataset for g in groups)}
+        groups = groups_from_params(params_file, group)
+        datasets = {name: store.load(f"{raw}/{name}") for name in dict.fromkeys(g.dataset.name for g in groups)}
 
     def draw(g, folder):
-        noisy, holdout, records = noise.generate(datasets[g.dataset], g.settings, g.seeds, g.draw, g.val_fraction)
-        noise.save(folder, g, noisy, holdout, records)
-        rates = ", ".join(f"{r['setting']}/s{r['seed']} {r['realized_rate']:.3f}" for r in records)
+        noisy, val, records = noise.generate(datasets[g.dataset.name], g.settings, g.seeds, g.draw, g.val_fraction)
+        noise.save(folder, g, noisy, val, records)
+        rates = ", ".join(f"{r['setting']}/s{r['seed']} {r['realized_noise_rate']:.3f}" for r in records)
         click.echo(f"{g.name}: realized noise rates {rates}")
 
     write_per_group(groups, bool(group), out, "data/noisy", lambda g: g.name, draw)

@@ -9,16 +9,13 @@ data/runs/<group>/ for the evaluate stage. A two-phase group (params `two_phase_
 runs its phase 1 here: label correction (joint optimisation, PENCIL) or O2U-Net's ranking,
 whose corrected labels or kept-sample masks go to data/phase1/<group>/ for the finetune
 stage. The group becomes one MLflow parent run in its table's experiment, each trained
-model a run nested under it (params, tags, per-epoch metrics).
+model a run nested under it (lib/noisylabels/runner.py).
 """
 import os
 
 import click
 
-from noisylabels import engine, noise, runner
-from noisylabels.cli import stage_errors
-from noisylabels.config import load_params, resolve_group
-from noisylabels.data import store
+from noisylabels import runner
 
 
 @click.command()
@@ -35,15 +32,7 @@ from noisylabels.data import store
                    "whatever the machine's core count (the thread count changes float summation "
                    "order); speed comes from separate processes (benchmarks/threads.py)")
 def main(group, params_file, raw, noisy, out, workers, threads):
-    with stage_errors():
-        g = resolve_group(load_params(params_file), group)
-        device = engine.resolve_device(g.train["device"])
-        dataset = store.load(f"{raw}/{g.dataset}")
-        labels, holdout, noise_info = noise.load(f"{noisy}/{group}")
-        jobs = engine.group_jobs(g, labels, holdout, noise.realized_matrices(noise_info), dataset.num_classes)
-    out = out or f"data/{'phase1' if g.two_phase else 'runs'}/{group}"
-    runner.train_and_log(g, dataset, device, jobs, noise.realized_rates(noise_info), workers, threads, out,
-                         {"phase": "1"} if g.two_phase else {})
+    runner.train_stage(group, params_file, raw, noisy, out, workers, threads)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,11 @@
 
     python stages/report.py                             # -> reports/tables, reports/figures
 
-For each table section in params.yaml (and the main experiment): <table>.md and <table>.csv
-under reports/tables/, <table>_test_acc.png under reports/figures/. The list of runs comes
-from params.yaml, so a shrunk grid never leaves stale rows. Each table and figure is also
-attached in MLflow to the parent runs of the groups it summarises.
+What is built, and how, is in lib/noisylabels/report/ (build.py, tables.py, figures.py).
 """
-from pathlib import Path
-
 import click
 
-from noisylabels import results, tracking
-from noisylabels.cli import stage_errors
-from noisylabels.config import MAIN, load_params
-from noisylabels.io import atomic_dir, write_json, write_text
-from noisylabels.report import figures, tables
+from noisylabels.report.build import build
 
 
 @click.command()
@@ -26,28 +17,7 @@ from noisylabels.report import figures, tables
               help="folder of the pretrain stage's outputs (for the MLflow parent run ids)")
 @click.option("--out", default="reports", show_default=True)
 def main(params_file, metrics_dir, runs_dir, out):
-    with stage_errors():
-        params = load_params(params_file)
-        runs, curves = tables.collect(params, metrics_dir)
-        tracker = tracking.Tracker()
-    out = Path(out)
-    summary = tables.summarize(runs)
-    written = {}
-    with atomic_dir(out / "tables") as tdir, atomic_dir(out / "figures") as fdir:
-        for table, part in summary.groupby("table", sort=False):
-            title = "Main experiment" if table == MAIN else params[table].get("title", table)
-            seeds = sorted(runs.loc[runs["table"] == table, "seed"].unique().tolist())
-            write_text(tdir / f"{table}.md", tables.table_markdown(title, part, seeds))
-            tables.table_csv(part).to_csv(tdir / f"{table}.csv", index=False, float_format="%.4f")
-            figures.test_accuracy_curves(curves[curves["table"] == table], fdir / f"{table}_test_acc.png",
-                                         f"{title}: test accuracy per epoch (mean ± sd over seeds)")
-            written[table] = [f"tables/{table}.md", f"tables/{table}.csv", f"figures/{table}_test_acc.png"]
-    write_json(out / "metrics.json", tables.metrics_summary(summary))
-    for table, files in written.items():
-        for group in runs.loc[runs["table"] == table, "group"].unique():
-            parent = results.load_group(f"{runs_dir}/{group}")["mlflow_parent_run_id"]
-            tracker.log_artifacts(parent, [out / f for f in files])
-        click.echo(f"report: {table} -> {', '.join(str(out / f) for f in files)}")
+    build(params_file, metrics_dir, runs_dir, out)
 
 
 if __name__ == "__main__":

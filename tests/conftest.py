@@ -109,3 +109,57 @@ class TinyDataset:
     @property
     def num_classes(self):
         return len(self.classes)
+
+
+def make_job(*, loss=None, pretrain=None, finetune=None, phase1=None, training=None, train=None, model=None,
+             seed=0, noisy, val, realized=None, rate=0.4, dataset="digits"):
+    """A loop.Job resolved from the tiny params with these sections: a single-phase run
+    (loss, training) or a two-phase one (pretrain, finetune; with phase1 its phase 2)."""
+    from noisylabels.loop import Job
+    from noisylabels.noise import RunLabels
+    from noisylabels.resolve import resolve_group
+
+    p = copy.deepcopy(TINY_PARAMS)
+    if dataset != "digits":
+        p["datasets"][dataset] = {}
+        p["download"].append(dataset)
+    section = {"model": model or p["model"], "train": {**p["train"], **(train or {})}, "methods": {}}
+    if loss is not None:
+        p.update(data={"name": dataset}, loss=loss, training=training or {"name": "standard"}, model=section["model"],
+                 train=section["train"])
+        p["noise"].update(rate=rate, seeds=[seed])
+        group = resolve_group(p, "main")
+    else:
+        section["methods"]["m"] = {"pretrain": pretrain, "finetune": finetune}
+        p["o2u_table"].update({dataset: section})
+        p["o2u_table"]["noise"].update(settings={"symmetric": [rate]}, seeds=[seed])
+        p["two_phase_groups"] = {"g": {"table": "o2u_table", "dataset": dataset, "method": "m"}}
+        group = resolve_group(p, "g")
+    k = group.dataset.num_classes
+    labels = RunLabels(noisy, val, np.eye(k) if realized is None else realized, rate)
+    return Job(group.runs[0], labels, phase1)
+
+
+def train_job(ds, **kwargs):
+    """make_job(...) trained on the tiny data set `ds` on the CPU."""
+    import torch
+
+    from noisylabels import loop
+
+    job = make_job(**kwargs)
+    return loop.train(loop.to_tensors(ds, torch.device("cpu"), job.run.group.train), job)
+
+
+def typed(value: dict):
+    """A settings dict of the tests as its spec/ model: by `name` from its registry, a
+    finetune section (it has a loss) or a `train` section (device cpu unless given)."""
+    from noisylabels.spec import losses, methods, models, train
+    from noisylabels.spec.base import check
+
+    registries = {**losses.LOSSES, **methods.TRAININGS, **methods.PRETRAINS, **methods.SOFT_LOSSES, **models.MODELS,
+                  **train.AUGMENTS}
+    if "name" in value:
+        return check(registries[value["name"]], "test", value)
+    if "loss" in value:
+        return check(methods.Finetune, "test", value)
+    return check(train.Train, "test", {"device": "cpu", **value})

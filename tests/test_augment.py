@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from noisylabels import augment, engine
+from noisylabels import augment
 
-from conftest import TinyDataset
+from conftest import TinyDataset, train_job, typed
 
 
 def keras_affine(image_hwc, theta_deg, tx, ty, flip):
@@ -62,7 +62,7 @@ def test_crop_matches_torchvision_with_padding_in_raw_pixel_space():
     mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
     x = (torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) \
         / torch.tensor(std).view(1, 3, 1, 1)
-    op = augment.Augmentation({"name": "crop", "size": 32, "padding": 4, "flip": True},
+    op = augment.Augmentation(typed({"name": "crop", "size": 32, "padding": 4, "flip": True}),
                               torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1), x.shape).op
     draws = {"top": torch.tensor([0, 8, 3]), "left": torch.tensor([8, 0, 5]), "flip": torch.tensor([True, False, True])}
     ours = op.apply(x, draws)
@@ -87,13 +87,13 @@ def test_crop_draws_are_uniform_offsets_and_fair_flips():
 def test_clothing1m_crop_is_random_in_training_and_central_in_evaluation():
     raw = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8)
     mean, std = augment.normalisation(raw, "imagenet")
-    aug = augment.Augmentation({"name": "crop", "size": 224, "padding": 0, "flip": True}, mean, std, raw.shape)
+    aug = augment.Augmentation(typed({"name": "crop", "size": 224, "padding": 0, "flip": True}), mean, std, raw.shape)
     images = augment.Images(raw, mean, std, aug.view)
     assert images.shape == (2, 3, 224, 224) and images[:].shape == (2, 3, 224, 224)
     ref = TF.normalize(TF.center_crop(raw.float() / 255, [224, 224]), augment.IMAGENET_MEAN, augment.IMAGENET_STD)
     torch.testing.assert_close(images[:], ref)
     assert aug(images.normalised(slice(None)), torch.Generator().manual_seed(0)).shape == (2, 3, 224, 224)
-    centre = augment.Augmentation({"name": "center_crop", "size": 224}, mean, std, raw.shape)
+    centre = augment.Augmentation(typed({"name": "center_crop", "size": 224}), mean, std, raw.shape)
     torch.testing.assert_close(centre(images.normalised(slice(None)), torch.Generator()), ref)
 
 
@@ -110,21 +110,20 @@ def test_normalisations():
 
 def test_training_with_each_augmentation_runs_and_is_paired_by_seed():
     ds = TinyDataset(n_per_class=6, shape=(12, 12, 3))
-    holdout = np.zeros(len(ds.train_labels), dtype=bool)
-    holdout[::6] = True
+    val = np.zeros(len(ds.train_labels), dtype=bool)
+    val[::6] = True
     model = {"name": "sce_cifar10_cnn"}
     for aug, norm in (({"name": "shift", "shift": 0.2, "rotation": 20, "flip": True}, "pixel_mean"),
                       ({"name": "crop", "size": 12, "padding": 2, "flip": True}, "channel"),
                       ({"name": "crop", "size": 8, "padding": 0, "flip": True}, "imagenet")):
         train = {"epochs": 1, "batch_size": 16, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "milestones": [],
                  "gamma": 0.1, "device": "cpu", "augment": aug, "normalize": norm}
-        data = engine.to_tensors(ds, torch.device("cpu"), train)
-        a = engine.train_run(data, ds.train_labels, holdout, 0, model, {"name": "ce"}, train, 10)
-        b = engine.train_run(data, ds.train_labels, holdout, 0, model, {"name": "ce"}, train, 10)
+        a, b = (train_job(ds, loss={"name": "ce"}, model=model, train=train, noisy=ds.train_labels, val=val)
+                for _ in range(2))
         assert a.history == b.history and a.test_pred.shape == (1, 100)
 
 
 def test_a_window_larger_than_the_images_is_refused():
-    assert augment.check_fits({"name": "center_crop", "size": 224}, (32, 32, 3)) == \
+    assert augment.check_fits(typed({"name": "center_crop", "size": 224}), (32, 32, 3)) == \
         "expected a window of at most 32 pixels (the images are 32x32)"
-    assert augment.check_fits({"name": "crop", "size": 32, "padding": 4, "flip": True}, (32, 32, 3)) is None
+    assert augment.check_fits(typed({"name": "crop", "size": 32, "padding": 4, "flip": True}), (32, 32, 3)) is None

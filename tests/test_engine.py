@@ -1,14 +1,18 @@
-"""The training loop on a tiny data set: shapes, determinism, pairing across methods."""
+"""The training loop, optimizer and workers on a tiny data set: shapes, determinism,
+pairing across methods."""
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 
-from noisylabels import engine
-from noisylabels.config import ConfigError
+from noisylabels import loop, noise
+from noisylabels.errors import ConfigError
+from noisylabels.optim import SGD
+from noisylabels.resolve import resolve_group
+from noisylabels.workers import Workers
 
-from conftest import TINY_PARAMS, TinyDataset
+from conftest import TINY_PARAMS, TinyDataset, train_job
 
 TRAIN = TINY_PARAMS["train"]
 MODEL = TINY_PARAMS["model"]
@@ -16,15 +20,14 @@ MODEL = TINY_PARAMS["model"]
 
 def _run(loss, seed=0, **kwargs):
     ds = TinyDataset(n_per_class=20)
-    data = engine.to_tensors(ds, torch.device("cpu"))
-    holdout = np.zeros(len(ds.train_labels), dtype=bool)
-    holdout[::10] = True
-    return engine.train_run(data, ds.train_labels, holdout, seed, MODEL, loss, TRAIN, 10, **kwargs)
+    val = np.zeros(len(ds.train_labels), dtype=bool)
+    val[::10] = True
+    return train_job(ds, loss=loss, seed=seed, noisy=ds.train_labels, val=val, **kwargs)
 
 
 def test_history_and_prediction_shapes():
     r = _run({"name": "ce"})
-    assert set(r.history) == set(engine.HISTORY_KEYS)
+    assert set(r.history) == set(loop.HISTORY_KEYS)
     assert all(len(v) == TRAIN["epochs"] for v in r.history.values())
     assert r.history["lr"] == [0.1, 0.1 * TRAIN["gamma"]]
     assert r.test_pred.shape == (TRAIN["epochs"], 100) and r.val_pred.shape == (TRAIN["epochs"], 20)
@@ -41,11 +44,10 @@ def test_same_seed_is_reproducible_and_seeds_differ():
 
 def test_cnn_with_batch_norm_trains_at_mnist_shape():
     ds = TinyDataset(n_per_class=6, shape=(28, 28, 1))
-    data = engine.to_tensors(ds, torch.device("cpu"))
-    holdout = np.zeros(len(ds.train_labels), dtype=bool)
-    holdout[:4] = True
-    train = {**TRAIN, "epochs": 1, "milestones": [], "batch_size": 16}
-    r = engine.train_run(data, ds.train_labels, holdout, 0, {"name": "sce_mnist_cnn"}, {"name": "ce"}, train, 10)
+    val = np.zeros(len(ds.train_labels), dtype=bool)
+    val[:4] = True
+    train = {"epochs": 1, "milestones": [], "batch_size": 16}
+    r = train_job(ds, loss={"name": "ce"}, model={"name": "sce_mnist_cnn"}, train=train, noisy=ds.train_labels, val=val)
     assert r.test_pred.shape == (1, 100) and np.isfinite(r.history["train_loss"]).all()
 
 
@@ -57,25 +59,25 @@ def _store_dataset():
 
 
 def test_group_results_do_not_depend_on_the_number_of_workers(params):
-    from noisylabels.config import resolve_group
-
     group = resolve_group(params, "sce_table1-sl-digits")
     ds = _store_dataset()
     n, S, K = len(ds.train_labels), len(group.settings), len(group.seeds)
     noisy = np.stack([np.stack([np.roll(ds.train_labels, i + j) for j in range(K)]) for i in range(S)])
-    holdout = np.zeros((K, n), dtype=bool)
-    holdout[:, ::10] = True
-    realized = np.broadcast_to(np.eye(10), (S, K, 10, 10))
-    seen = []
-    jobs = engine.group_jobs(group, noisy, holdout, realized, 10)
-    with engine.Workers(ds, "cpu", 1) as one_process:
-        one = engine.train_group(group, jobs, one_process, on_run_done=lambda run, job, r: seen.append(run.name))
-    with engine.Workers(ds, "cpu", 2) as two_processes:
-        two = engine.train_group(group, jobs, two_processes)
-    assert seen == [r.name for r in group.runs] == list(one) == list(two)
-    for name in one:
-        assert one[name].history == two[name].history
-        assert np.array_equal(one[name].test_pred, two[name].test_pred)
+    val = np.zeros((K, n), dtype=bool)
+    val[:, ::10] = True
+    records = [{"setting": s.name, "seed": seed, "realized_matrix": np.eye(10).tolist(), "realized_noise_rate": 0.0}
+               for s in group.settings for seed in group.seeds]
+    labels = noise.NoisyLabels(noisy, val, {"seeds": list(group.seeds), "runs": records})
+    jobs = [loop.Job(run, labels.for_run(run)) for run in group.runs]
+    assert [job.labels.noisy[0] for job in jobs] == [noisy[i, j, 0] for i in range(S) for j in range(K)]
+    with Workers(ds, "cpu", 1, 1, group.train) as one_process:
+        one = list(one_process.map(jobs))
+    with Workers(ds, "cpu", 2, 1, group.train) as two_processes:
+        two = list(two_processes.map(jobs))
+    assert len(one) == len(two) == len(group.runs)
+    for a, b in zip(one, two):
+        assert a.history == b.history
+        assert np.array_equal(a.test_pred, b.test_pred)
 
 
 def test_methods_train_end_to_end_with_their_own_history():
@@ -101,7 +103,7 @@ def test_sgd_matches_torch_optim_sgd():
     a = torch.nn.Linear(5, 3)
     b = torch.nn.Linear(5, 3)
     b.load_state_dict(a.state_dict())
-    ours = engine.SGD(a.named_parameters(), momentum=0.9, weight_decay=1e-3)
+    ours = SGD(a.named_parameters(), momentum=0.9, weight_decay=1e-3)
     ref = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     x = torch.randn(8, 5)
     for step in range(5):
@@ -122,7 +124,7 @@ def test_keras_l2_on_one_layer_is_its_penalty_in_the_loss():
         return torch.nn.Sequential(OrderedDict(fc1=torch.nn.Linear(5, 4), act=torch.nn.ReLU(), fc2=torch.nn.Linear(4, 3)))
 
     a, b = net(), net()
-    ours = engine.SGD(a.named_parameters(), momentum=0.9, weight_decay=0.0, l2={"fc1": 0.01})
+    ours = SGD(a.named_parameters(), momentum=0.9, weight_decay=0.0, l2={"fc1": 0.01})
     ref = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
     x = torch.randn(8, 5)
     for _ in range(4):
@@ -133,15 +135,14 @@ def test_keras_l2_on_one_layer_is_its_penalty_in_the_loss():
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q)
     with pytest.raises(ConfigError, match=r"train.l2.fc3=0.01: no layer of the model has that name; .*fc1, fc2"):
-        engine.SGD(a.named_parameters(), 0.9, 0.0, {"fc3": 0.01})
+        SGD(a.named_parameters(), 0.9, 0.0, {"fc3": 0.01})
 
 
 def test_keras_lr_decay_divides_the_lr_by_one_plus_decay_times_iterations():
     ds = TinyDataset(n_per_class=14)
-    data = engine.to_tensors(ds, torch.device("cpu"))
-    holdout = np.zeros(len(ds.train_labels), dtype=bool)
-    holdout[::14] = True  # 130 samples left to fit
-    train = {**TRAIN, "epochs": 2, "milestones": [1], "batch_size": 64, "lr_decay": 0.01}
-    r = engine.train_run(data, ds.train_labels, holdout, 0, MODEL, {"name": "ce"}, train, 10)
+    val = np.zeros(len(ds.train_labels), dtype=bool)
+    val[::14] = True  # 130 samples left to fit
+    train = {"epochs": 2, "milestones": [1], "batch_size": 64, "lr_decay": 0.01}
+    r = train_job(ds, loss={"name": "ce"}, train=train, noisy=ds.train_labels, val=val)
     # 130 samples in batches of 64, 64, 2: steps 0-2 in epoch 1, 3-5 in epoch 2 (lr / 10 after epoch 1)
     assert r.history["lr"] == pytest.approx([0.1 / (1 + 0.01 * 2), 0.01 / (1 + 0.01 * 5)])

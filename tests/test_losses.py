@@ -6,7 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noisylabels import config, losses
+from noisylabels import losses
+from noisylabels.spec.losses import LOSSES
+
+from conftest import typed
 
 K = 10
 MATRIX = torch.full((K, K), 0.4 / (K - 1)).fill_diagonal_(0.6)  # symmetric 40%
@@ -27,7 +30,7 @@ CONFIGS = {
 
 
 def loss(name, logits, labels, **extra):
-    return losses.make_loss({"name": name, **CONFIGS[name]}, MATRIX)(logits, labels, **extra)
+    return losses.make_loss(typed({"name": name, **CONFIGS[name]}), MATRIX)(logits, labels, **extra)
 
 
 @pytest.fixture
@@ -44,13 +47,14 @@ def _p_y(logits, y):
     return _p(logits).gather(1, y[:, None]).squeeze(1)
 
 
-def test_registry_matches_the_params_schema():
-    assert set(losses.LOSSES) == set(config.LOSSES) == set(CONFIGS)
-    for name, fn in losses.LOSSES.items():
+def test_every_registered_loss_has_its_formula_with_its_hyper_parameters():
+    assert set(LOSSES) == set(CONFIGS)
+    for name, spec in LOSSES.items():
+        fn = getattr(losses, spec.impl)
         formula = [p.name for p in inspect.signature(fn).parameters.values()
                    if p.kind == p.POSITIONAL_OR_KEYWORD][2:]
-        assert formula == [k for k in config.LOSSES[name] if k not in losses.METHOD_OPTIONS], name
-        assert set(CONFIGS[name]) == set(config.LOSSES[name]), name
+        takes = list(typed({"name": name, **CONFIGS[name]}).formula_options())
+        assert sorted(formula) == sorted(takes + (["matrix"] if "matrix" in spec.model_fields else [])), name
 
 
 def test_ce_and_scaled_ce(batch):
@@ -248,4 +252,4 @@ def test_finite_values_and_gradients_for_huge_and_bf16_logits(name):
 
 def test_matrix_losses_need_their_matrix():
     with pytest.raises(ValueError, match="transition matrix"):
-        losses.make_loss({"name": "forward", **CONFIGS["forward"]})
+        losses.make_loss(typed({"name": "forward", **CONFIGS["forward"]}))

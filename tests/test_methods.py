@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from noisylabels import methods
-from noisylabels.config import ConfigError
+from noisylabels.errors import ConfigError
+
+from conftest import typed
 
 D2L_CFG = {"name": "d2l", "lid_k": 20, "lid_samples": 1280, "lid_batch": 128, "window": 3, "init_epoch": 2}
 TRAIN_10 = {"epochs": 10, "batch_size": 4, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "milestones": [], "gamma": 0.1}
@@ -37,7 +39,7 @@ def _tiny_model(weight):
 
 
 def test_d2l_turning_point_rolls_back_and_bootstraps(monkeypatch):
-    d2l = methods.D2L({"name": "ce"}, D2L_CFG, TRAIN_10, seed=0)
+    d2l = methods.D2L(typed({"name": "ce"}), typed(D2L_CFG), typed(TRAIN_10), seed=0)
     lids = iter([5.0, 4.0, 3.0, 3.1, 2.9, 3.0, 6.0, 7.0])
     monkeypatch.setattr(d2l, "_lid", lambda model, x: next(lids))
     model, x, y = _tiny_model([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
@@ -57,7 +59,7 @@ def test_d2l_turning_point_rolls_back_and_bootstraps(monkeypatch):
 
 
 def test_d2l_waits_for_init_epoch_plus_window(monkeypatch):
-    d2l = methods.D2L({"name": "ce"}, D2L_CFG, TRAIN_10, seed=0)
+    d2l = methods.D2L(typed({"name": "ce"}), typed(D2L_CFG), typed(TRAIN_10), seed=0)
     lids = iter([1.0, 1.0, 1.0, 1.0, 50.0, 1.0])
     monkeypatch.setattr(d2l, "_lid", lambda model, x: next(lids))
     model, x, y = _tiny_model([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
@@ -67,7 +69,7 @@ def test_d2l_waits_for_init_epoch_plus_window(monkeypatch):
 
 
 def test_d2l_lid_on_a_real_model_is_finite():
-    d2l = methods.D2L({"name": "ce"}, {**D2L_CFG, "lid_samples": 300, "lid_batch": 100}, TRAIN_10, seed=0)
+    d2l = methods.D2L(typed({"name": "ce"}), typed({**D2L_CFG, "lid_samples": 300, "lid_batch": 100}), typed(TRAIN_10), seed=0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     lid = d2l._lid(model, torch.randn(500, 8))
     assert math.isfinite(lid) and 0 < lid < 16
@@ -75,7 +77,7 @@ def test_d2l_lid_on_a_real_model_is_finite():
 
 def test_truncated_weights_use_the_best_held_out_checkpoint():
     cfg = {"name": "truncated_lq", "q": 0.7, "k": 0.5, "start_epoch": 2, "interval": 2}
-    m = methods.TruncatedLq(cfg, TRAIN_10, n_fit=2, device="cpu")
+    m = methods.TruncatedLq(typed(cfg), typed(TRAIN_10), n_fit=2, device="cpu")
     x, y = torch.tensor([[5.0, 0.0], [0.0, 5.0]]), torch.tensor([0, 1])
     good = _tiny_model([[1.0, 0.0], [0.0, 1.0]])  # predicts both labels confidently
     assert m.end_epoch(1, good, x, y, val_acc=0.9)["truncated_fraction"] == 0.0  # before start
@@ -100,18 +102,21 @@ def test_anchor_point_estimate_recovers_a_known_matrix():
 
 
 def test_transition_matrix_sources():
+    def forward(matrix):
+        return typed({"name": "forward", "matrix": matrix, "anchor_percentile": 100.0})
+
     realized = np.full((3, 3), 1 / 3)
-    assert np.array_equal(methods.transition_matrix({"matrix": "realized"}, realized, 3, None), realized)
-    assert np.array_equal(methods.transition_matrix({"matrix": "identity"}, realized, 3, None), np.eye(3))
+    assert np.array_equal(methods.transition_matrix(forward("realized"), realized, 3, None, "loss"), realized)
+    assert np.array_equal(methods.transition_matrix(forward("identity"), realized, 3, None, "loss"), np.eye(3))
     literal = [[0.5, 0.5], [0.0, 1.0]]
-    assert np.array_equal(methods.transition_matrix({"matrix": literal}, None, 2, None), np.array(literal))
+    assert np.array_equal(methods.transition_matrix(forward(literal), None, 2, None, "loss"), np.array(literal))
     probs = np.eye(3)
-    assert np.array_equal(methods.transition_matrix({"matrix": "estimated", "anchor_percentile": 100.0},
-                                                    None, 3, lambda: probs), np.eye(3))
+    assert np.array_equal(methods.transition_matrix(forward("estimated"), None, 3, lambda: probs, "loss"), np.eye(3))
 
 
 def test_backward_refuses_a_singular_matrix():
     singular = np.full((10, 10), 0.1)  # symmetric noise at rate 0.9 = (K - 1) / K
+    loss = {"matrix": "realized", "anchor_percentile": 97.0}
     with pytest.raises(ConfigError, match="loss.matrix='realized': backward needs an invertible"):
-        methods.check_invertible({"name": "backward", "matrix": "realized"}, singular, "loss")
-    methods.check_invertible({"name": "forward", "matrix": "realized"}, singular, "loss")  # forward is fine
+        methods.transition_matrix(typed({"name": "backward", **loss}), singular, 10, None, "loss")
+    methods.transition_matrix(typed({"name": "forward", **loss}), singular, 10, None, "loss")  # forward is fine

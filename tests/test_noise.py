@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from noisylabels import noise
-from noisylabels.config import NoiseSetting
+from noisylabels.spec.noise import NoiseSetting
 from noisylabels.data.sources import CIFAR10_CLASSES
 
 from conftest import TinyDataset
@@ -93,15 +93,8 @@ def test_same_seed_same_labels_other_seed_other_labels():
     # a setting's labels do not depend on which other settings are in the grid
     c, _, _ = noise.generate(ds, settings[1:], [0, 1], "exact", 0.1)
     assert (c[0] == a[1]).all()
-    assert ra[0]["realized_rate"] == pytest.approx(0.4)
+    assert ra[0]["realized_noise_rate"] == pytest.approx(0.4)
     assert ha[0].sum() == 100  # 10% of 1000 held out
-
-
-def test_schema_knows_exactly_the_datasets_with_a_map():
-    from noisylabels.config import ASYMMETRIC_DATASETS
-
-    # CIFAR-100's map is built from its coarse labels (superclass_map), the others are fixed
-    assert set(ASYMMETRIC_DATASETS) == set(noise.ASYMMETRIC_MAPS) | {"cifar100"}
 
 
 def test_real_labels_are_the_data_sets_own_for_every_seed():
@@ -114,6 +107,6 @@ def test_real_labels_are_the_data_sets_own_for_every_seed():
     noisy, _, records = noise.generate(ds, [NoiseSetting("real", "worst")], [0, 1], "exact", 0.1)
     assert (noisy[0, 0] == worst).all() and (noisy[0, 1] == worst).all()
     known = ds.train_labels >= 0
-    assert records[0]["realized_rate"] == pytest.approx(np.mean(worst[known] != ds.train_labels[known]))
+    assert records[0]["realized_noise_rate"] == pytest.approx(np.mean(worst[known] != ds.train_labels[known]))
     assert np.asarray(records[0]["realized_matrix"]).sum(axis=1) == pytest.approx(np.ones(10))
     assert NoiseSetting("real", "worst").name == "real-worst"

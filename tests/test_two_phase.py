@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noisylabels import engine, metrics, two_phase
+from noisylabels import metrics, two_phase
 
-from conftest import TINY_PARAMS, TinyDataset
+from conftest import REPO, TINY_PARAMS, TinyDataset, train_job, typed
 
 TRAIN = {**TINY_PARAMS["train"], "batch_size": 4, "milestones": []}
 O2U = {"name": "o2u", "epochs": 2, "lr": 0.05, "cyclic_epochs": 4, "cycle": 2, "r1": 0.01, "r2": 0.001,
@@ -40,7 +40,7 @@ def test_cyclical_lr_follows_the_o2u_formula_at_every_epoch():
     assert two_phase.cyclical_lr(c, c, r1, r2) == pytest.approx(r2)  # bottom
     assert two_phase.cyclical_lr(c + 1, c, r1, r2) == two_phase.cyclical_lr(1, c, r1, r2)
     # the method: constant lr and the training batch size first, then the cycle and its batch size
-    m = two_phase.O2U(O2U, TRAIN, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), 2, "cpu", 0.5)
+    m = two_phase.O2U(typed(O2U), typed(TRAIN), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), 2, "cpu", 0.5)
     assert [m.lr(e) for e in range(1, 7)] == pytest.approx([0.05, 0.05, 0.0055, 0.001, 0.0055, 0.001])
     assert [m.batch_size(e) for e in (2, 3)] == [TRAIN["batch_size"], 2]
 
@@ -48,7 +48,7 @@ def test_cyclical_lr_follows_the_o2u_formula_at_every_epoch():
 def test_o2u_centres_each_epochs_losses_accumulates_and_removes_the_top():
     noisy = torch.tensor([0, 0, 1, 1])
     true = torch.tensor([0, 1, 1, 0])  # samples 1 and 3 are mislabelled
-    m = two_phase.O2U({**O2U, "epochs": 1, "cyclic_epochs": 2}, TRAIN, noisy, true, 2, "cpu", 0.5)
+    m = two_phase.O2U(typed({**O2U, "epochs": 1, "cyclic_epochs": 2}), typed(TRAIN), noisy, true, 2, "cpu", 0.5)
     x = torch.arange(4)
     epochs = [[[3.0, 0.0], [0.0, 1.0], [0.0, 2.0], [2.0, 0.0]],   # CE: small, large, small, large
               [[1.0, 0.0], [0.0, 3.0], [0.0, 1.0], [1.0, 0.0]]]
@@ -70,10 +70,10 @@ def test_o2u_centres_each_epochs_losses_accumulates_and_removes_the_top():
 
 def test_o2u_forget_rate_options():
     n = torch.zeros(10, dtype=torch.long)
-    by_rate = two_phase.O2U({**O2U, "forget_rate": "noise_rate"}, TRAIN, n, n, 2, "cpu", noise_rate=0.3)
+    by_rate = two_phase.O2U(typed({**O2U, "forget_rate": "noise_rate"}), typed(TRAIN), n, n, 2, "cpu", noise_rate=0.3)
     score = np.arange(10.0)
     assert np.flatnonzero(by_rate.removed(score)).tolist() == [7, 8, 9]
-    by_gmm = two_phase.O2U({**O2U, "forget_rate": "gmm"}, TRAIN, n, n, 2, "cpu", noise_rate=0.3)
+    by_gmm = two_phase.O2U(typed({**O2U, "forget_rate": "gmm"}), typed(TRAIN), n, n, 2, "cpu", noise_rate=0.3)
     rng = np.random.default_rng(0)
     bimodal = np.r_[rng.normal(0, 0.1, 70), rng.normal(3, 0.1, 30)]
     assert np.flatnonzero(by_gmm.removed(bimodal)).tolist() == list(range(70, 100))
@@ -81,7 +81,7 @@ def test_o2u_forget_rate_options():
 
 def test_joint_labels_are_the_running_mean_over_the_window():
     noisy, true = torch.tensor([0, 1]), torch.tensor([0, 0])
-    m = two_phase.JointOptimization(JOINT, TRAIN, noisy, true, 2, "cpu")
+    m = two_phase.JointOptimization(typed(JOINT), typed(TRAIN), noisy, true, 2, "cpu", 0.0)
     x = torch.arange(2)
     probs = []
     for epoch in range(1, 5):
@@ -94,7 +94,7 @@ def test_joint_labels_are_the_running_mean_over_the_window():
         else:  # the mean of the last `window` (2) epochs' training-pass predictions
             assert torch.allclose(m.labels, (probs[-1] + probs[-2]) / 2)
     assert out == {"label_acc_corrected": 1.0, "label_fixed": 1.0, "label_broken": 0.0}
-    hard = two_phase.JointOptimization({**JOINT, "labels": "hard"}, TRAIN, noisy, true, 2, "cpu")
+    hard = two_phase.JointOptimization(typed({**JOINT, "labels": "hard"}), typed(TRAIN), noisy, true, 2, "cpu", 0.0)
     for epoch in range(1, 4):
         hard.batch_loss(Fixed(torch.tensor([[epoch, 0.0], [0.0, -epoch]])), x, noisy, x)
         hard.end_epoch(epoch, None, x, noisy, 0.0)
@@ -103,7 +103,7 @@ def test_joint_labels_are_the_running_mean_over_the_window():
 
 def test_joint_loss_is_kl_plus_prior_and_entropy_terms():
     noisy = torch.tensor([0, 1, 1])
-    m = two_phase.JointOptimization(JOINT, TRAIN, noisy, noisy, 2, "cpu")
+    m = two_phase.JointOptimization(typed(JOINT), typed(TRAIN), noisy, noisy, 2, "cpu", 0.0)
     logits = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 2.0]])
     loss, _ = m.batch_loss(Fixed(logits), torch.arange(3), noisy, torch.arange(3))
     p = F.softmax(logits, 1)
@@ -116,7 +116,7 @@ def test_joint_loss_is_kl_plus_prior_and_entropy_terms():
 
 def test_pencil_label_variables_descend_their_gradient():
     noisy, true = torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])
-    m = two_phase.Pencil(PENCIL, TRAIN, noisy, true, 2, "cpu")
+    m = two_phase.Pencil(typed(PENCIL), typed(TRAIN), noisy, true, 2, "cpu", 0.0)
     x, idx = torch.arange(3), torch.tensor([0, 1, 2])
     model = Fixed([[2.0, 0.0], [3.0, 0.0], [0.0, 1.0]])
     loss, _ = m.batch_loss(model, x, noisy, idx)  # stage 1: plain CE, labels untouched
@@ -136,7 +136,7 @@ def test_pencil_label_variables_descend_their_gradient():
 
 
 def test_mixup_with_a_fixed_draw_matches_a_hand_computation(monkeypatch):
-    ft = two_phase.Finetune({**FINETUNE, "mixup": 1.0}, TRAIN, seed=0)
+    ft = two_phase.Finetune(typed({**FINETUNE, "mixup": 1.0}), typed(TRAIN), seed=0)
     lam, perm = 0.3, torch.tensor([1, 0])
     monkeypatch.setattr(ft, "mix", lambda n: (lam, perm))
     w = torch.tensor([[1.0, -1.0], [0.5, 2.0]])
@@ -150,7 +150,7 @@ def test_mixup_with_a_fixed_draw_matches_a_hand_computation(monkeypatch):
     t_mix = lam * t + (1 - lam) * t[[1, 0]]
     l_mix = -(t_mix * F.log_softmax(x_mix @ w, 1)).sum(1)
     assert torch.allclose(loss, kl + l_mix) and torch.equal(logits, x @ w)
-    lam_draws = [two_phase.Finetune({**FINETUNE, "mixup": 2.0}, TRAIN, seed=0).mix(4)[0] for _ in range(2)]
+    lam_draws = [two_phase.Finetune(typed({**FINETUNE, "mixup": 2.0}), typed(TRAIN), seed=0).mix(4)[0] for _ in range(2)]
     assert lam_draws[0] == lam_draws[1] and 0 < lam_draws[0] < 1  # seeded
 
 
@@ -164,32 +164,33 @@ def test_soft_losses():
 
 def _data():
     ds = TinyDataset(n_per_class=10, num_classes=2)
-    data = engine.to_tensors(ds, torch.device("cpu"))
-    holdout = np.zeros(len(ds.train_labels), dtype=bool)
-    holdout[::5] = True
+    val = np.zeros(len(ds.train_labels), dtype=bool)
+    val[::5] = True
     noisy = ds.train_labels.copy()
     noisy[1::4] = 1 - noisy[1::4]
-    return ds, data, holdout, noisy
+    return ds, val, noisy
 
 
 def test_pretrain_then_finetune_hands_over_labels_masks_and_weights():
-    ds, data, holdout, noisy = _data()
-    model, n_fit = TINY_PARAMS["model"], int((~holdout).sum())
-    joint = engine.pretrain_run(data, noisy, holdout, 0, model, JOINT, TRAIN, 2, noise_rate=0.25)
+    ds, val, noisy = _data()
+    n_fit = int((~val).sum())
+    train = {k: TRAIN[k] for k in ("batch_size", "milestones")}
+    common = dict(noisy=noisy, val=val, train=train, rate=0.25)
+    joint = train_job(ds, pretrain=JOINT, finetune=FINETUNE, **common)
     assert joint.artefacts["labels"].shape == (n_fit, 2)
     assert set(joint.history) >= {"label_acc_corrected", "label_fixed", "label_broken"}
-    o2u = engine.pretrain_run(data, noisy, holdout, 0, model, O2U, TRAIN, 2, noise_rate=0.25)
+    ce = {**FINETUNE, "loss": {"name": "ce"}}
+    o2u = train_job(ds, pretrain=O2U, finetune=ce, **common)
     keep = o2u.artefacts["keep"]
     assert keep.sum() == n_fit - round(0.5 * n_fit) and len(o2u.history["lr"]) == 6
     assert np.isnan(o2u.history["detect_auroc"][:2]).all() and np.isfinite(o2u.history["detect_auroc"][2:]).all()
     # phase 2 on the kept samples only, predictions still for every fitted sample
-    ce = {**FINETUNE, "loss": {"name": "ce"}}
-    r = engine.finetune_run(data, noisy, holdout, 0, model, ce, TRAIN, 2, {"keep": keep})
+    r = train_job(ds, pretrain=O2U, finetune=ce, phase1={"keep": keep}, **common)
     assert r.train_pred.shape == (n_fit,) and len(r.history["test_acc"]) == 2
     # init: phase1 starts from phase 1's weights (one epoch at lr 0 leaves them unchanged)
     frozen = {**FINETUNE, "init": "phase1", "epochs": 1, "milestones": [], "lr": 1e-30}
-    r = engine.finetune_run(data, noisy, holdout, 0, model, frozen, {**TRAIN, "weight_decay": 0.0}, 2,
-                            {"labels": joint.artefacts["labels"], "state_dict": joint.state_dict})
+    r = train_job(ds, pretrain=JOINT, finetune=frozen, phase1={"labels": joint.artefacts["labels"],
+                  "state_dict": joint.state_dict}, **{**common, "train": {**train, "weight_decay": 0.0}})
     for k, v in joint.state_dict.items():
         assert torch.allclose(r.state_dict[k], v)
 
@@ -222,27 +223,24 @@ def test_on_digits_at_40_percent_noise_labels_improve_and_o2u_ranks_noise_first(
     """The issue's acceptance on the real digits (symmetric 40%, one seed, the params.yaml
     digits settings): corrected labels beat the noisy ones, the O2U score finds the noise."""
     from noisylabels import noise
-    from noisylabels.config import NoiseSetting, load_params
     from noisylabels.data import sources
     from noisylabels.data.store import Dataset
-
-    from conftest import REPO
+    from noisylabels.resolve import load_params
+    from noisylabels.spec.noise import NoiseSetting
 
     a = sources.fetch("digits", {"test_fraction": 0.3, "split_seed": 0}, "unused")
     ds = Dataset("digits", a.classes, {}, a.train_images, a.train_labels, a.test_images, a.test_labels)
-    data = engine.to_tensors(ds, torch.device("cpu"))
-    noisy, holdout, _ = noise.generate(ds, [NoiseSetting("symmetric", 0.4)], [0], "exact", 0.1)
-    noisy, holdout = noisy[0, 0], holdout[0]
-    fit = ~holdout
+    noisy, val, _ = noise.generate(ds, [NoiseSetting("symmetric", 0.4)], [0], "exact", 0.1)
+    noisy, val = noisy[0, 0], val[0]
+    fit = ~val
     params = load_params(REPO / "params.yaml")
     joint, o2u = (params[t]["digits"] for t in ("joint_table", "o2u_table"))
     for name in ("tanaka", "pencil"):
-        cfg = {k: v for k, v in joint["methods"][name]["pretrain"].items() if k != "overrides"}
-        r = engine.pretrain_run(data, noisy, holdout, 0, joint["model"], cfg, joint["train"], 10, noise_rate=0.4)
+        method = {k: {o: v for o, v in s.items() if o != "overrides"} for k, s in joint["methods"][name].items()}
+        r = train_job(ds, **method, model=joint["model"], train=joint["train"], noisy=noisy, val=val)
         m = metrics.phase1_metrics(r.artefacts, noisy[fit], ds.train_labels[fit])
         assert m["label_acc_noisy"] == pytest.approx(0.6, abs=0.01)
         assert m["label_acc_corrected"] > 0.85, (name, m)
-    r = engine.pretrain_run(data, noisy, holdout, 0, o2u["model"], o2u["methods"]["o2u"]["pretrain"], o2u["train"],
-                            10, noise_rate=0.4)
+    r = train_job(ds, **o2u["methods"]["o2u"], model=o2u["model"], train=o2u["train"], noisy=noisy, val=val)
     m = metrics.phase1_metrics(r.artefacts, noisy[fit], ds.train_labels[fit])
     assert m["detect_auroc"] > 0.9 and m["detect_precision"] > 0.8, m

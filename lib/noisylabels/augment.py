@@ -170,23 +170,26 @@ class Crop(NoAugment):
         return x[:, :, top : top + self.size, left : left + self.size]
 
 
-class Augmentation:
-    """The `train.augment` section bound to a data set's normalisation and stored image shape."""
+class CenterCrop(Crop):
+    """The centre size x size window, in training too (torchvision's CenterCrop)."""
 
-    def __init__(self, cfg: dict, mean: torch.Tensor, std: torch.Tensor, shape):
+    def __init__(self, size: int, fill, image_hw):
+        super().__init__(size, 0, False, None, image_hw, random=False)
+
+
+class Augmentation:
+    """The `train.augment` section (a spec.train settings model, whose `impl` names the
+    class here) bound to a data set's normalisation and stored image shape."""
+
+    def __init__(self, spec, mean: torch.Tensor, std: torch.Tensor, shape):
         _, c, h, w = shape
-        name = cfg["name"]
-        if name == "shift":
-            self.op = Shift(cfg["shift"], cfg["rotation"], cfg["flip"])
-        elif name == "crop":
+        options = spec.options()
+        if spec.crops:  # a crop knows the image size and what a padded raw 0 becomes
             fill = ((0 - mean) / std).reshape(-1)
             if fill.numel() != c:  # pixel_mean: no mean pixel outside the image; the channel's mean
                 fill = (0 - mean).mean(dim=(0, 2, 3))
-            self.op = Crop(cfg["size"], cfg["padding"], cfg["flip"], fill, (h, w))
-        elif name == "center_crop":
-            self.op = Crop(cfg["size"], 0, False, None, (h, w), random=False)
-        else:
-            self.op = NoAugment()
+            options.update(fill=fill, image_hw=(h, w))
+        self.op = globals()[spec.impl](**options)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.op.apply(x, self.op.draw(len(x), generator))
@@ -197,14 +200,14 @@ class Augmentation:
         return self.op if isinstance(self.op, Crop) and self.op.size < min(self.op.image_hw) else None
 
 
-def check_fits(cfg: dict, image_shape) -> str | None:
+def check_fits(spec, image_shape) -> str | None:
     """Why this augmentation cannot run on images of `image_shape` (H, W, ...), or None."""
-    if cfg["name"] in ("crop", "center_crop") and cfg["size"] > min(image_shape[:2]):
+    if spec.crops and spec.size > min(image_shape[:2]):
         return f"expected a window of at most {min(image_shape[:2])} pixels (the images are {image_shape[0]}x{image_shape[1]})"
     return None
 
 
-def input_shape(cfg: dict, image_shape) -> tuple[int, int, int]:
+def input_shape(spec, image_shape) -> tuple[int, int, int]:
     """(C, H, W) a model sees for stored images of `image_shape` (H, W, C)."""
     h, w, c = image_shape
-    return (c, cfg["size"], cfg["size"]) if cfg["name"] in ("crop", "center_crop") else (c, h, w)
+    return (c, spec.size, spec.size) if spec.crops else (c, h, w)

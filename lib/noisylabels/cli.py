@@ -1,8 +1,9 @@
 """What the stage scripts share.
 
 Stages wrap their checks in `stage_errors()`; a ConfigError (bad params), DataError (missing
-or corrupt data) or TrackingError (unusable MLflow store) prints `error: <one line>` to stderr
-and exits with status 2 before anything is written (outputs are written atomically).
+or corrupt data) or TrackingError (unusable MLflow store; errors.py has all three) prints
+`error: <one line>` to stderr and exits with status 2 before anything is written (outputs
+are written atomically). `groups_from_params` is the all-groups stages' prelude.
 The all-groups stages (noise, evaluate) use `write_per_group`.
 """
 from __future__ import annotations
@@ -12,10 +13,15 @@ from contextlib import contextmanager
 
 import click
 
-from noisylabels.config import ConfigError
+from noisylabels.errors import ConfigError, DataError, TrackingError
 from noisylabels.io import atomic_dir
-from noisylabels.data.sources import DataError
-from noisylabels.tracking import TrackingError
+from noisylabels.resolve import group_names, load_params, resolve_group
+
+
+def groups_from_params(params_file: str, group: str | None) -> list:
+    """The one group named, or every group of params.yaml, resolved (all checked first)."""
+    params = load_params(params_file)
+    return [resolve_group(params, name) for name in ([group] if group else group_names(params))]
 
 
 def write_per_group(groups: list, one: bool, out, root: str, name, write) -> None:

@@ -6,9 +6,10 @@ from log_softmax, whatever the logits' dtype, so logits of magnitude 1e4 or in b
 finite values and finite gradients: powers p^q are exp(q log p), and log(1 - p_k) is a
 log-sum-exp over the other classes rather than log1p(-p_k).
 
-The names and hyper-parameters are the ones `config.LOSSES` validates. A few options are
-not part of a formula but of how the training method feeds it (`METHOD_OPTIONS`): the
-truncated-Lq weight schedule and the anchor percentile of an estimated transition matrix.
+Each loss's name and hyper-parameters are declared once, in spec/losses.py, whose `impl`
+names the function here. A few options are not part of a formula but of how the training
+method feeds it (spec.losses.Loss.METHOD_OPTIONS): the truncated-Lq weight schedule and the
+transition matrix with the anchor percentile of its estimate.
 
 Formulas (p = softmax(logits), y the given label, K classes, e_y its one-hot vector):
   ce            -log p_y                                   (no 1e-7 clip, unlike the Keras code)
@@ -36,10 +37,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-# Options read by the training method, not passed to the formula (see methods.py).
-METHOD_OPTIONS = ("start_epoch", "interval", "anchor_percentile")
-
 
 def _log_p(logits):
     return F.log_softmax(logits.float(), dim=1)
@@ -192,42 +189,18 @@ def nfl_mae(logits, labels, alpha: float, beta: float, gamma: float):
     return alpha * normalized_focal_loss(logits, labels, gamma) + beta * _apl_mae(logits, labels)
 
 
-LOSSES = {
-    "ce": cross_entropy,
-    "scaled_ce": scaled_cross_entropy,
-    "rce": reverse_cross_entropy,
-    "sl": symmetric_cross_entropy,
-    "lsr": lsr,
-    "lsr_sl": lsr_sl,
-    "bootstrap": bootstrap,
-    "forward": forward_correction,
-    "backward": backward_correction,
-    "forward_sl": forward_sl,
-    "mae": mean_absolute_error,
-    "gce": generalized_cross_entropy,
-    "truncated_lq": truncated_lq,
-    "nce": normalized_cross_entropy,
-    "nfl": normalized_focal_loss,
-    "ngce": normalized_generalized_cross_entropy,
-    "nce_rce": nce_rce,
-    "nce_mae": nce_mae,
-    "nfl_rce": nfl_rce,
-    "nfl_mae": nfl_mae,
-}
-
-
-def make_loss(cfg: dict, matrix: torch.Tensor | None = None):
-    """cfg: a validated loss section, e.g. {"name": "sl", "alpha": 0.1, "beta": 1.0, "A": -4}.
+def make_loss(spec, matrix: torch.Tensor | None = None):
+    """spec: a spec.losses settings model, e.g. SL(alpha=0.1, beta=1.0, A=-4).
 
     matrix: the transition matrix (K x K tensor) for the losses with a `matrix` option;
     the caller resolves `realized` / `estimated` / `identity` / a literal into it.
     Returns f(logits, labels, **extra) -> per-sample losses.
     """
-    fn = LOSSES[cfg["name"]]
-    options = {k: v for k, v in cfg.items() if k != "name" and k not in METHOD_OPTIONS}
-    if "matrix" in options:
+    fn = globals()[spec.impl]
+    options = spec.formula_options()
+    if hasattr(spec, "matrix"):
         if matrix is None:
-            raise ValueError(f"loss {cfg['name']!r} needs its transition matrix")
+            raise ValueError(f"loss {spec.name!r} needs its transition matrix")
         options["matrix"] = matrix
 
     def loss(logits, labels, **extra):

@@ -1,6 +1,6 @@
 """How one run turns its loss into training: the per-batch loss and the per-epoch hooks.
 
-`build(loss_cfg, training_cfg, ...)` returns one of:
+`build(method, train, ...)` returns, for a spec.methods.SinglePhase, one of:
 - Standard: minimise the loss (every loss of losses.py).
 - TruncatedLq: the GCE paper's truncated Lq by alternating convex search: per-sample
   weights w_i = 1[p_{y_i}(x_i) > k] are recomputed at `start_epoch` and every `interval`
@@ -13,14 +13,15 @@
   to the epoch before, and from then on the loss is hard bootstrapping towards the model's
   prediction with alpha = exp(-(epoch / epochs) * LID / min LID). Before the turning point it
   uses the method's `loss`: CE in the paper's baseline (its public code uses SCE there).
-The engine (engine._fit) asks the method for each epoch's lr(epoch) and batch_size(epoch),
+The loop (loop._fit) asks the method for each epoch's lr(epoch) and batch_size(epoch),
 calls batch_loss(model, x, targets, idx) -> (per-sample losses, logits) per batch (idx:
 positions in the fitted set), after_backward(idx) between backward and the optimizer step,
 and end_epoch(...) once per epoch; end_epoch returns the method's per-epoch metrics (named
 in `history_keys`), which go to the run's history and MLflow. two_phase.py's methods follow
 the same protocol.
 
-`transition_matrix(...)` resolves a Forward/Backward loss's `matrix` option.
+`transition_matrix(...)` resolves a Forward/Backward loss's `matrix` option;
+`logits` / `probabilities` evaluate a model in chunks.
 """
 from __future__ import annotations
 
@@ -32,30 +33,16 @@ import torch
 import torch.nn.functional as F
 
 from noisylabels import losses
-from noisylabels.config import ConfigError
-
-
-class Schedule:
-    """The `train` section's schedule: its epochs, step learning rate and batch size."""
-
-    def __init__(self, train_cfg: dict):
-        self.train_cfg, self.epochs = train_cfg, train_cfg["epochs"]
-
-    def lr(self, epoch: int) -> float:
-        """lr times gamma for every milestone already passed (epochs from 1; [] = constant)."""
-        cfg = self.train_cfg
-        return cfg["lr"] * cfg["gamma"] ** sum(epoch > m for m in cfg["milestones"])
-
-    def batch_size(self, epoch: int) -> int:
-        return self.train_cfg["batch_size"]
+from noisylabels.errors import ConfigError
+from noisylabels.optim import Schedule
 
 
 class Standard(Schedule):
     history_keys: tuple[str, ...] = ()
 
-    def __init__(self, loss_cfg: dict, train_cfg: dict, matrix=None):
-        super().__init__(train_cfg)
-        self.loss_fn = losses.make_loss(loss_cfg, matrix)
+    def __init__(self, loss, train, matrix=None):
+        super().__init__(train)
+        self.loss_fn = losses.make_loss(loss, matrix)
 
     def batch_loss(self, model, x, labels, idx):
         logits = model(x)
@@ -75,17 +62,22 @@ class Standard(Schedule):
 
 
 @torch.no_grad()
-def probabilities(model, x, chunk=4096):
+def logits(model, x, chunk: int = 4096) -> torch.Tensor:
+    """The model's outputs in evaluation mode, `chunk` samples at a time."""
     model.eval()
-    return torch.cat([F.softmax(model(x[i : i + chunk]).float(), 1) for i in range(0, len(x), chunk)])
+    return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def probabilities(model, x) -> torch.Tensor:
+    return F.softmax(logits(model, x).float(), 1)
 
 
 class TruncatedLq(Standard):
     history_keys = ("truncated_fraction",)
 
-    def __init__(self, loss_cfg: dict, train_cfg: dict, n_fit: int, device):
-        super().__init__(loss_cfg, train_cfg)
-        self.k, self.start, self.interval = loss_cfg["k"], loss_cfg["start_epoch"], loss_cfg["interval"]
+    def __init__(self, loss, train, n_fit: int, device):
+        super().__init__(loss, train)
+        self.k, self.start, self.interval = loss.k, loss.start_epoch, loss.interval
         self.weight = torch.ones(n_fit, device=device)  # w = 1: plain Lq until the first update
         self.best_acc, self.best_state = -1.0, None
 
@@ -118,8 +110,8 @@ def lid_mle(features: torch.Tensor, k: int) -> torch.Tensor:
 class D2L(Standard):
     history_keys = ("lid", "d2l_alpha")
 
-    def __init__(self, loss_cfg: dict, training: dict, train_cfg: dict, seed: int):
-        super().__init__(loss_cfg, train_cfg)
+    def __init__(self, loss, training, train, seed: int):
+        super().__init__(loss, train)
         self.t = training
         # own stream for the LID subsets, so batch order stays paired with the other methods
         self.rng = torch.Generator().manual_seed(seed + 1_000_003)
@@ -137,21 +129,21 @@ class D2L(Standard):
         head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         captured = []
         hook = head.register_forward_hook(lambda mod, inputs, out: captured.append(inputs[0].flatten(1)))
-        subset = torch.randperm(len(x), generator=self.rng)[: self.t["lid_samples"]].to(x.device)
+        subset = torch.randperm(len(x), generator=self.rng)[: self.t.lid_samples].to(x.device)
         model.eval()
-        bs = self.t["lid_batch"]
+        bs = self.t.lid_batch
         for s in range(0, len(subset), bs):
             if len(subset) - s > 1:
                 model(x[subset[s : s + bs]])
         hook.remove()
-        return float(torch.stack([lid_mle(f, self.t["lid_k"]).mean() for f in captured]).mean())
+        return float(torch.stack([lid_mle(f, self.t.lid_k).mean() for f in captured]).mean())
 
     def end_epoch(self, epoch, model, x, y, val_acc):
         lid = self._lid(model, x)
         # a degenerate estimate (all neighbours at one distance) repeats the last one, as in D2L's code
         self.lids.append(lid if math.isfinite(lid) and lid > 0 else (self.lids[-1] if self.lids else 0.0))
-        w = self.t["window"]
-        if self.turning_epoch is None and len(self.lids) > self.t["init_epoch"] + w:
+        w = self.t.window
+        if self.turning_epoch is None and len(self.lids) > self.t.init_epoch + w:
             window = np.array(self.lids[-w - 1 : -1])
             if self.lids[-1] - window.mean() > 2 * window.std():
                 self.turning_epoch = epoch - 1
@@ -182,30 +174,29 @@ def estimate_transition(probs: np.ndarray, percentile: float) -> np.ndarray:
     return T / T.sum(axis=1, keepdims=True)
 
 
-def transition_matrix(loss_cfg: dict, realized: np.ndarray | None, num_classes: int, estimate) -> np.ndarray:
-    """The K x K matrix for a loss's `matrix` option; estimate() -> probabilities on the fitted set."""
-    source = loss_cfg["matrix"]
+def transition_matrix(loss, realized: np.ndarray | None, num_classes: int, estimate, key: str) -> np.ndarray:
+    """The K x K matrix for a loss's `matrix` option; estimate() -> probabilities on the
+    fitted set. Backward correction multiplies by T^-1: a (near) singular T stops here."""
+    source = loss.matrix
     if source == "realized":
-        return np.asarray(realized, dtype=np.float64)
-    if source == "identity":
-        return np.eye(num_classes)
-    if source == "estimated":
-        return estimate_transition(estimate(), loss_cfg["anchor_percentile"])
-    return np.asarray(source, dtype=np.float64)
-
-
-def check_invertible(loss_cfg: dict, matrix: np.ndarray, key: str) -> None:
-    """Backward correction multiplies by T^-1: stop before training if T is (near) singular."""
-    if loss_cfg["name"] == "backward" and np.linalg.cond(matrix) > 1e6:
-        raise ConfigError(f"{key}.matrix={loss_cfg['matrix']!r}: backward needs an invertible transition "
+        matrix = np.asarray(realized, dtype=np.float64)
+    elif source == "identity":
+        matrix = np.eye(num_classes)
+    elif source == "estimated":
+        matrix = estimate_transition(estimate(), loss.anchor_percentile)
+    else:
+        matrix = np.asarray(source, dtype=np.float64)
+    if loss.name == "backward" and np.linalg.cond(matrix) > 1e6:
+        raise ConfigError(f"{key}.matrix={source!r}: backward needs an invertible transition "
                           f"matrix; this one has condition number {np.linalg.cond(matrix):.3g} "
                           "(symmetric noise at rate (K-1)/K is singular)")
+    return matrix
 
 
-def build(loss_cfg: dict, training: dict, train_cfg: dict, *, matrix=None, n_fit: int, seed: int,
-          device) -> Standard:
-    if training["name"] == "d2l":
-        return D2L(loss_cfg, training, train_cfg, seed)
-    if loss_cfg["name"] == "truncated_lq":
-        return TruncatedLq(loss_cfg, train_cfg, n_fit, device)
-    return Standard(loss_cfg, train_cfg, matrix)
+def build(method, train, *, matrix=None, n_fit: int, seed: int, device) -> Standard:
+    """The trainer of a spec.methods.SinglePhase under the `train` schedule."""
+    if method.training.name == "d2l":
+        return D2L(method.loss, method.training, train, seed)
+    if method.loss.name == "truncated_lq":
+        return TruncatedLq(method.loss, train, n_fit, device)
+    return Standard(method.loss, train, matrix)

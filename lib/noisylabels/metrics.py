@@ -105,38 +105,21 @@ def run_metrics(test_pred, test_labels, val_pred, val_noisy, train_pred, train_n
     }
 
 
-def run_record(arrays, dataset, noisy: np.ndarray, holdout: np.ndarray, realized_rate: float,
-               phase1: dict | None = None) -> dict:
-    """Final metrics of one run: arrays holds its test_pred, val_pred, train_pred; noisy and
-    holdout are its labels and held-out mask (N); phase1: a two-phase run's artefacts."""
-    fit, val = ~holdout, holdout
-    m = run_metrics(arrays["test_pred"], dataset.test_labels, arrays["val_pred"], noisy[val],
-                    arrays["train_pred"], noisy[fit], dataset.train_labels[fit], dataset.num_classes)
+def run_record(arrays, dataset, labels, phase1: dict | None = None) -> dict:
+    """Final metrics of one run: arrays holds its test_pred, val_pred, train_pred; labels is
+    its noise.RunLabels; phase1: a two-phase run's artefacts."""
+    fit, val = ~labels.val, labels.val
+    m = run_metrics(arrays["test_pred"], dataset.test_labels, arrays["val_pred"], labels.noisy[val],
+                    arrays["train_pred"], labels.noisy[fit], dataset.train_labels[fit], dataset.num_classes)
     if phase1:
-        m.update(phase1_metrics(phase1, noisy[fit], dataset.train_labels[fit]))
-    return {"realized_noise_rate": realized_rate, **m}
+        m.update(phase1_metrics(phase1, labels.noisy[fit], dataset.train_labels[fit]))
+    return {"realized_noise_rate": labels.realized_noise_rate, **m}
 
 
 def mlflow_metrics(record: dict, classes: list[str]) -> dict[str, float]:
     """A run record's single numbers, as MLflow final metrics (class-wise ones by class name)."""
     return {**{k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "seed"},
             **{f"classwise_test_acc_last/{c}": v for c, v in zip(classes, record["classwise_test_acc_last"])}}
-
-
-def group_records(saved: dict, load_run, dataset, noisy, holdout, realized: dict, load_phase1=None) -> list[dict]:
-    """Final metrics of every run of a group.
-
-    saved: the pretrain (or finetune) output's group.json; load_run(name) -> that run's
-    arrays; noisy: settings x seeds x N labels and holdout: seeds x N; realized: (setting,
-    seed) -> realized noise rate; load_phase1(name) -> a two-phase run's phase-1 artefacts.
-    """
-    records = []
-    for info in saved["runs"]:
-        i, j = saved["settings"].index(info["setting"]), saved["seeds"].index(info["seed"])
-        rec = run_record(load_run(info["name"]), dataset, noisy[i, j], holdout[j],
-                         realized[(info["setting"], info["seed"])], load_phase1(info["name"]) if load_phase1 else None)
-        records.append({"run": info["name"], "setting": info["setting"], "seed": info["seed"], **rec})
-    return records
 
 
 def seed_summary(records: list[dict], settings: list[str]) -> dict[str, float]:

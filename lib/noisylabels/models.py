@@ -23,7 +23,7 @@
   ImageNet weights (IMAGENET1K_V1), fetched once into torch's hub cache, with a one-line
   error saying where to put the file when the download fails.
 The SCE networks use He-normal initialisation, as the Keras originals. Input shape is (C, H, W).
-The names and options are the ones `config.MODELS` validates.
+Each model's name and options are declared once, in spec/models.py; the builder here has its name.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from noisylabels.data.sources import DataError
+from noisylabels.errors import DataError
 
 
 def digits_mlp(in_shape, num_classes, hidden: int, depth: int) -> nn.Module:
@@ -183,19 +183,6 @@ def resnet50(in_shape, num_classes, pretrained: bool) -> nn.Module:
     return model
 
 
-MODELS = {
-    "digits_mlp": digits_mlp,
-    "sce_mnist_cnn": sce_mnist_cnn,
-    "sce_cifar10_cnn": sce_cifar10_cnn,
-    "sce_resnet44": sce_resnet44,
-    "gce_resnet34": gce_resnet34,
-    "preact_resnet32": preact_resnet32,
-    "coteaching_cnn": coteaching_cnn,
-    "resnet50": resnet50,
-}
-
-
-def build_model(cfg: dict, in_shape, num_classes: int) -> nn.Module:
-    """cfg: a validated model section, e.g. {"name": "digits_mlp", "hidden": 256, "depth": 2}."""
-    options = {k: v for k, v in cfg.items() if k != "name"}
-    return MODELS[cfg["name"]](tuple(in_shape), num_classes, **options)
+def build_model(spec, in_shape, num_classes: int) -> nn.Module:
+    """spec: a spec.models settings model, e.g. DigitsMLP(hidden=256, depth=2)."""
+    return globals()[spec.impl](tuple(in_shape), num_classes, **spec.options())

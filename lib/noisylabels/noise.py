@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from noisylabels.config import NoiseSetting
-from noisylabels.data.sources import DataError
+from noisylabels.errors import DataError
 from noisylabels.io import atomic_dir, write_json
 
 # class index -> class index; by name in the comments
@@ -38,6 +38,7 @@ ASYMMETRIC_MAPS = {
     # truck->automobile, bird->airplane, deer->horse, cat->dog, dog->cat
     "cifar10": {9: 1, 2: 0, 4: 7, 3: 5, 5: 3},
 }
+ASYMMETRIC_DATASETS = (*ASYMMETRIC_MAPS, "cifar100")  # CIFAR-100's map comes from its super-classes
 
 
 def superclass_map(fine_labels: np.ndarray, coarse_labels: np.ndarray) -> dict[int, int]:
@@ -54,7 +55,7 @@ def superclass_map(fine_labels: np.ndarray, coarse_labels: np.ndarray) -> dict[i
     return mapping
 
 
-def transition_matrix(setting: NoiseSetting, num_classes: int, class_map: dict | None = None) -> np.ndarray:
+def transition_matrix(setting, num_classes: int, class_map: dict | None = None) -> np.ndarray:
     """The nominal C x C transition matrix of a noise setting (rows sum to 1)."""
     r, C = setting.rate, num_classes
     if setting.type == "symmetric":
@@ -105,7 +106,7 @@ def realized_matrix(true: np.ndarray, noisy: np.ndarray, num_classes: int) -> np
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
-def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
+def val_mask(n: int, fraction: float, seed: int) -> np.ndarray:
     """The held-out part of the noisy training set for a seed (same for every setting)."""
     rng = np.random.default_rng([seed, 0x401D])
     mask = np.zeros(n, dtype=bool)
@@ -113,12 +114,13 @@ def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def setting_rng(setting: NoiseSetting, seed: int) -> np.random.Generator:
+def setting_rng(setting, seed: int) -> np.random.Generator:
     """Labels depend only on (setting, seed): every method of every table sees the same ones."""
     return np.random.default_rng([seed, zlib.crc32(setting.name.encode())])
 
 
 def class_map_for(dataset) -> dict | None:
+    """dataset: a data.store.Dataset (the arrays)."""
     if dataset.name == "cifar100":
         return superclass_map(dataset.train_labels, dataset.train_coarse_labels)
     return ASYMMETRIC_MAPS.get(dataset.name)
@@ -131,12 +133,12 @@ def real_labels(dataset, label_set: str) -> np.ndarray:
 
 
 def generate(dataset, settings, seeds, draw: str, val_fraction: float):
-    """Noisy labels for every (setting, seed) -> (noisy S x K x N, holdout K x N, records)."""
+    """Noisy labels for every (setting, seed) -> (noisy settings x seeds x N, val seeds x N, records)."""
     y, C = dataset.train_labels, dataset.num_classes
     class_map = class_map_for(dataset)
     noisy = np.empty((len(settings), len(seeds), len(y)), dtype=np.int64)
-    holdout = np.stack([holdout_mask(len(y), val_fraction, seed) for seed in seeds])
-    if not holdout.any(axis=1).all():
+    val = np.stack([val_mask(len(y), val_fraction, seed) for seed in seeds])
+    if not val.any(axis=1).all():
         raise DataError(f"val_fraction={val_fraction}: holds out no sample of {dataset.name}'s {len(y)} training "
                         f"images; expected a fraction of at least {1 / len(y):.2g}")
     records = []
@@ -151,44 +153,57 @@ def generate(dataset, settings, seeds, draw: str, val_fraction: float):
                 noisy[i, j] = inject(y, T, draw, setting_rng(setting, seed))
             records.append({
                 "setting": setting.name, "type": setting.type, "rate": setting.rate, "seed": seed,
-                "realized_rate": float(np.mean(noisy[i, j][known] != y[known])) if known.any() else float("nan"),
+                "realized_noise_rate": float(np.mean(noisy[i, j][known] != y[known])) if known.any() else float("nan"),
                 "realized_matrix": realized_matrix(y, noisy[i, j], C).round(6).tolist(),
             })
-    return noisy, holdout, records
+    return noisy, val, records
 
 
-def save(out_dir, group, noisy, holdout, records) -> None:
-    """noisy.npy, holdout.npy and noise.json into out_dir. Plain .npy (not .npz, whose zip
+def save(out_dir, group, noisy, val, records) -> None:
+    """noisy.npy, val.npy and noise.json into out_dir. Plain .npy (not .npz, whose zip
     headers carry the write time): the same labels give the same bytes, so when the noise
     stage reruns for a change elsewhere DVC sees this group's labels unchanged."""
     with atomic_dir(out_dir) as tmp:
         np.save(tmp / "noisy.npy", noisy)
-        np.save(tmp / "holdout.npy", holdout)
+        np.save(tmp / "val.npy", val)
         write_json(tmp / "noise.json", {
-            "group": group.name, "dataset": group.dataset, "draw": group.draw,
+            "group": group.name, "dataset": group.dataset.name, "draw": group.draw,
             "val_fraction": group.val_fraction,
             "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
             "runs": records,
         })
 
 
-FILES = ("noisy.npy", "holdout.npy", "noise.json")
+FILES = ("noisy.npy", "val.npy", "noise.json")
 
 
-def load(path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(noisy S x K x N, holdout K x N, noise.json) of a noise stage output."""
+@dataclass(frozen=True)
+class RunLabels:
+    """What the noise stage gives one run."""
+
+    noisy: np.ndarray  # N noisy training labels
+    val: np.ndarray  # N booleans: held out (the noisy validation split)
+    realized_matrix: np.ndarray  # K x K, R[i, j] = share of true class i labelled j
+    realized_noise_rate: float
+
+
+@dataclass(frozen=True)
+class NoisyLabels:
+    """A group's noise stage output: noisy (settings x seeds x N), val (seeds x N), noise.json."""
+
+    noisy: np.ndarray
+    val: np.ndarray
+    info: dict
+
+    def for_run(self, run) -> RunLabels:
+        i, j = run.index
+        record = self.info["runs"][i * len(self.info["seeds"]) + j]  # written in settings x seeds order
+        return RunLabels(self.noisy[i, j], self.val[j], np.asarray(record["realized_matrix"], dtype=np.float64),
+                         record["realized_noise_rate"])
+
+
+def load(path) -> NoisyLabels:
     path = Path(path)
     if not all((path / f).is_file() for f in FILES):
         raise DataError(f"{path}: no noisy labels ({', '.join(FILES)}); run the noise stage first")
-    return np.load(path / "noisy.npy"), np.load(path / "holdout.npy"), json.loads((path / "noise.json").read_text())
-
-
-def realized_rates(info: dict) -> dict[tuple[str, int], float]:
-    """(setting name, seed) -> the realized noise rate recorded in noise.json."""
-    return {(r["setting"], r["seed"]): r["realized_rate"] for r in info["runs"]}
-
-
-def realized_matrices(info: dict) -> np.ndarray:
-    """settings x seeds x C x C: the realized transition matrices recorded in noise.json."""
-    by_run = {(r["setting"], r["seed"]): r["realized_matrix"] for r in info["runs"]}
-    return np.array([[by_run[(s, seed)] for seed in info["seeds"]] for s in info["settings"]])
+    return NoisyLabels(np.load(path / "noisy.npy"), np.load(path / "val.npy"), json.loads((path / "noise.json").read_text()))

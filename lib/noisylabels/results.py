@@ -4,7 +4,7 @@ data/runs/<group>/ (pretrain of a single-phase group, finetune of a two-phase on
 data/phase1/<group>/ (pretrain of a two-phase group) hold:
 group.json   the group's resolved settings, its MLflow parent run id, and per run: name,
              setting, seed, mlflow_run_id, the method's final metrics (e.g. D2L's turning epoch)
-<run>.npz    the per-epoch history (history_<key>: engine.HISTORY_KEYS and the method's own),
+<run>.npz    the per-epoch history (history_<key>: loop.HISTORY_KEYS and the method's own),
              test_pred (epochs x n_test), val_pred (epochs x n_val), train_pred (fitted
              samples), transition_matrix when a Forward/Backward loss used one, and phase 1's
              artefacts: `labels` (fitted samples x K, the corrected label distributions of
@@ -14,13 +14,13 @@ group.json   the group's resolved settings, its MLflow parent run id, and per ru
 """
 from __future__ import annotations
 
-import dataclasses
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from noisylabels.data.sources import DataError
+from noisylabels.errors import DataError
 from noisylabels.io import atomic_dir, write_json
 
 
@@ -35,7 +35,8 @@ def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: 
                                 **{f"history_{k}": np.asarray(v) for k, v in r.history.items()})
             torch.save(r.state_dict, tmp / f"{name}.pt")
         write_json(tmp / "group.json", {
-            **{k: v for k, v in dataclasses.asdict(group).items() if k not in ("settings", "seeds")},
+            "group": group.name, "table": group.table, "paper": group.paper, **group.values(),
+            "overrides": {name: m.model_dump() for name, m in group.per_setting.items() if m != group.written},
             "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
             "mlflow_parent_run_id": parent_run_id,
             "runs": [{"name": run.name, "setting": run.setting.name, "seed": run.seed,
@@ -51,19 +52,36 @@ def load_group(path) -> dict:
 
 
 def load_run(path, name: str) -> dict[str, np.ndarray]:
-    with np.load(Path(path) / f"{name}.npz") as f:
+    file = Path(path) / f"{name}.npz"
+    if not file.is_file():
+        raise DataError(f"{file}: missing; run the training stage of {Path(path).name!r} first")
+    with np.load(file) as f:
         return dict(f)
 
 
 ARTEFACTS = ("labels", "score", "keep")
 
 
-def load_phase1(path, name: str, weights: bool = False) -> dict:
-    """A two-phase run's phase-1 artefacts (and its final weights, as `state_dict`)."""
+def load_phase1(path, name: str) -> dict:
+    """A two-phase run's phase-1 artefacts."""
+    run = load_run(path, name)
+    return {k: run[k] for k in ARTEFACTS if k in run}
+
+
+def load_phase1_group(path, group) -> dict:
+    """Phase 1's outputs for the finetune stage: run name -> its artefacts (and its final
+    weights, as `state_dict`, where its finetune section says init: phase1), plus the
+    phase-1 parent run id as `mlflow_parent_run_id`."""
     import torch
 
-    run = load_run(path, name)
-    out = {k: run[k] for k in ARTEFACTS if k in run}
-    if weights:
-        out["state_dict"] = torch.load(Path(path) / f"{name}.pt", weights_only=True)
+    out = {}
+    for run in group.runs:
+        try:
+            out[run.name] = load_phase1(path, run.name)
+            if run.method.finetune.init == "phase1":
+                out[run.name]["state_dict"] = torch.load(Path(path) / f"{run.name}.pt", weights_only=True)
+        except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
+            raise DataError(f"{path}: missing or unreadable phase-1 output of run {run.name!r} "
+                            f"({e.__class__.__name__}); run the stage pretrain-two_phase@{group.name} first")
+    out["mlflow_parent_run_id"] = load_group(path)["mlflow_parent_run_id"]
     return out

@@ -19,7 +19,8 @@ import click
 from noisylabels.cli import stage_errors
 import yaml
 
-from noisylabels.config import ConfigError, group_names, load_params, resolve_group
+from noisylabels.errors import ConfigError
+from noisylabels.resolve import group_names, load_params, resolve_group
 
 
 def groups_for(params: dict, selections: list[str]) -> tuple[dict, dict, list[str]]:

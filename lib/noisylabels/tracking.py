@@ -25,9 +25,7 @@ import urllib.request
 from functools import lru_cache
 from pathlib import Path
 
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; str(error) is the one line shown to the user."""
+from noisylabels.errors import TrackingError
 
 
 def project_root() -> Path:
@@ -72,61 +70,49 @@ def _git_commit(root: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def run_name(group, run) -> str:
-    return f"{group.method}-{group.dataset}-{run.name}"
+def run_name(run) -> str:
+    return f"{run.group.method}-{run.group.dataset.name}-{run.name}"
 
 
 def group_tags(group) -> dict[str, str]:
     return {
         "paper": group.paper, "table": group.table, "group": group.name, "method": group.method,
-        "dataset": group.dataset, "dvc_stage": os.environ.get("DVC_STAGE", ""),
+        "dataset": group.dataset.name, "dvc_stage": os.environ.get("DVC_STAGE", ""),
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "git_commit": _git_commit(project_root()),
     }
 
 
-def run_tags(group, run) -> dict[str, str]:
-    return {**group_tags(group), "noise_type": run.setting.type,
-            "noise_rate": run.setting.level, "seed": str(run.seed)}
+def run_tags(run) -> dict[str, str]:
+    # named as the report columns that hold them
+    return {**group_tags(run.group), "noise_type": run.setting.type, "noise_rate": run.setting.level,
+            "seed": str(run.seed)}
 
 
-def _flat(section: str, values: dict) -> dict:
-    """{"a": {"b": 1}} -> {"<section>.a.b": 1}: the params.yaml key path of every value."""
+def flat(values: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the params.yaml key path of every value."""
     out = {}
     for k, v in values.items():
-        out.update(_flat(f"{section}.{k}", v) if isinstance(v, dict) else {f"{section}.{k}": v})
+        key = f"{prefix}{k}"
+        out.update(flat(v, f"{key}.") if isinstance(v, dict) and v else {key: v})
     return out
 
 
-def _shared_params(group) -> dict:
-    """The settings every run of the group shares, flattened to MLflow param names."""
-    return {"dataset": group.dataset, "method": group.method, "noise.draw": group.draw,
-            "noise.val_fraction": group.val_fraction, **_flat("model", group.model), **_flat("train", group.train)}
-
-
-def _method_params(group, setting=None) -> dict:
-    """The method's settings (for one noise setting, or as written): loss and training, or
-    a two-phase method's pretrain and finetune sections."""
-    if group.two_phase:
-        return {**_flat("pretrain", group.phase_for(setting, "pretrain") if setting else group.pretrain),
-                **_flat("finetune", group.phase_for(setting, "finetune") if setting else group.finetune)}
-    return {**_flat("training", group.training),
-            **_flat("loss", group.loss_for(setting) if setting else group.loss)}
-
-
 def group_params(group) -> dict[str, str]:
-    """The group's resolved settings (parent run): shared ones, its method, overrides and grid."""
-    flat = {**_shared_params(group), **_method_params(group),
-            "noise.settings": [s.name for s in group.settings], "noise.seeds": list(group.seeds)}
-    if group.overrides:
-        flat["overrides"] = group.overrides
-    return {k: str(v) for k, v in flat.items()}
+    """The group's resolved settings (parent run): its method as written, the changed
+    settings' methods and the grid."""
+    values = {**flat(group.values()), "noise.settings": [s.name for s in group.settings],
+              "noise.seeds": list(group.seeds)}
+    overrides = {name: m.model_dump(exclude={"overrides"}) for name, m in group.per_setting.items() if m != group.written}
+    if overrides:
+        values["overrides"] = overrides
+    return {k: str(v) for k, v in values.items()}
 
 
-def run_params(group, run) -> dict[str, str]:
-    """One trained model's resolved settings: shared ones, its method, noise setting and seed."""
-    flat = {**_shared_params(group), **_method_params(group, run.setting),
-            "noise.type": run.setting.type, "noise.rate": run.setting.rate, "seed": run.seed}
-    return {k: str(v) for k, v in flat.items()}
+def run_params(run) -> dict[str, str]:
+    """One trained model's resolved settings: its method for its setting, noise setting and seed."""
+    values = {**flat(run.group.values(run.method)), "noise.type": run.setting.type, "noise.rate": run.setting.level,
+              "seed": run.seed}
+    return {k: str(v) for k, v in values.items()}
 
 
 class Tracker:

@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 
 from noisylabels import losses, metrics
-from noisylabels.methods import Schedule, Standard
+from noisylabels.methods import Standard
+from noisylabels.optim import Schedule
 
 
 def cyclical_lr(t: int, cycle: int, r1: float, r2: float) -> float:
@@ -80,10 +81,12 @@ def _label_metrics(labels: torch.Tensor, noisy: torch.Tensor, true: torch.Tensor
 
 
 class _Phase1(Standard):
-    """Shared by the phase-1 methods: a constant learning rate for `epochs` epochs."""
+    """Shared by the phase-1 methods: a constant learning rate for `epochs` epochs.
 
-    def __init__(self, cfg: dict, train_cfg: dict, noisy, true, num_classes: int, device):
-        Schedule.__init__(self, {**train_cfg, "epochs": cfg["epochs"], "lr": cfg["lr"], "milestones": []})
+    cfg: the pretrain section (a spec.methods settings model); train: the `train` section."""
+
+    def __init__(self, cfg, train, noisy, true, num_classes: int, device):
+        Schedule.__init__(self, train.model_copy(update={"epochs": cfg.epochs, "lr": cfg.lr, "milestones": []}))
         self.cfg, self.noisy, self.true, self.K = cfg, noisy, true, num_classes
         self.noisy_dev = noisy.to(device)
 
@@ -91,13 +94,13 @@ class _Phase1(Standard):
 class JointOptimization(_Phase1):
     history_keys = LABEL_HISTORY
 
-    def __init__(self, cfg, train_cfg, noisy, true, num_classes, device):
-        super().__init__(cfg, train_cfg, noisy, true, num_classes, device)
+    def __init__(self, cfg, train, noisy, true, num_classes, device, noise_rate):
+        super().__init__(cfg, train, noisy, true, num_classes, device)
         self.labels = F.one_hot(self.noisy_dev, num_classes).float()
         # training-pass predictions of the last `window` epochs, one slot per epoch (a ring);
         # filled with the labels, so a sample skipped in an epoch (a last batch of one) keeps
         # its label there rather than a zero
-        self.recent = self.labels.expand(cfg["window"], -1, -1).clone()
+        self.recent = self.labels.expand(cfg.window, -1, -1).clone()
         self.slot, self.filled = 0, 0
         self.prior = torch.full((num_classes,), 1 / num_classes, device=device)
 
@@ -105,20 +108,18 @@ class JointOptimization(_Phase1):
         logits = model(x)
         log_p = F.log_softmax(logits.float(), dim=1)
         p = log_p.exp()
-        s = self.labels[idx]
-        kl = (s * (s.clamp_min(1e-12).log() - log_p)).sum(dim=1)  # 0 log 0 = 0
         lp = (self.prior * (self.prior.log() - p.mean(dim=0).log())).sum()  # one value per batch
         le = -(p * log_p).sum(dim=1)
         self.recent[self.slot, idx] = p.detach()
         # the batch terms are added to every sample, so the batch mean is the paper's objective
-        return kl + self.cfg["alpha"] * lp + self.cfg["beta"] * le, logits
+        return _kl(log_p, self.labels[idx]) + self.cfg.alpha * lp + self.cfg.beta * le, logits
 
     def end_epoch(self, epoch, model, x, y, val_acc):
-        self.filled = min(self.filled + 1, self.cfg["window"])
-        self.slot = (self.slot + 1) % self.cfg["window"]
-        if epoch >= self.cfg["start_epoch"]:
+        self.filled = min(self.filled + 1, self.cfg.window)
+        self.slot = (self.slot + 1) % self.cfg.window
+        if epoch >= self.cfg.start_epoch:
             mean = self.recent[: self.filled].mean(dim=0)
-            self.labels = mean if self.cfg["labels"] == "soft" else F.one_hot(mean.argmax(1), self.K).float()
+            self.labels = mean if self.cfg.labels == "soft" else F.one_hot(mean.argmax(1), self.K).float()
         return _label_metrics(self.labels, self.noisy, self.true)
 
     def artefacts(self):
@@ -128,14 +129,14 @@ class JointOptimization(_Phase1):
 class Pencil(_Phase1):
     history_keys = LABEL_HISTORY
 
-    def __init__(self, cfg, train_cfg, noisy, true, num_classes, device):
-        super().__init__(cfg, train_cfg, noisy, true, num_classes, device)
-        self.y_tilde = cfg["init_scale"] * F.one_hot(self.noisy_dev, num_classes).float()
+    def __init__(self, cfg, train, noisy, true, num_classes, device, noise_rate):
+        super().__init__(cfg, train, noisy, true, num_classes, device)
+        self.y_tilde = cfg.init_scale * F.one_hot(self.noisy_dev, num_classes).float()
         self.epoch, self.batch = 1, None
 
     def batch_loss(self, model, x, targets, idx):
         logits = model(x)
-        if self.epoch <= self.cfg["stage1_epochs"]:  # stage 1: backbone learning with CE
+        if self.epoch <= self.cfg.stage1_epochs:  # stage 1: backbone learning with CE
             return losses.cross_entropy(logits, targets), logits
         log_p = F.log_softmax(logits.float(), dim=1)
         p = log_p.exp()
@@ -145,12 +146,12 @@ class Pencil(_Phase1):
         lc = (p * (log_p - log_yd)).sum(dim=1)  # KL(p || y^d)
         lo = -log_yd.gather(1, targets[:, None]).squeeze(1)  # compatibility with the noisy label
         le = -(p * log_p).sum(dim=1)
-        return lc + self.cfg["alpha"] * lo + self.cfg["beta"] * le, logits
+        return lc + self.cfg.alpha * lo + self.cfg.beta * le, logits
 
     def after_backward(self, idx):
         if self.batch is not None:  # gradient descent on the label logits of this batch
             batch_idx, y_tilde = self.batch
-            self.y_tilde[batch_idx] -= self.cfg["label_lr"] * y_tilde.grad
+            self.y_tilde[batch_idx] -= self.cfg.label_lr * y_tilde.grad
             self.batch = None
 
     def end_epoch(self, epoch, model, x, y, val_acc):
@@ -164,32 +165,32 @@ class Pencil(_Phase1):
 class O2U(_Phase1):
     history_keys = ("detect_auroc", "detect_precision")
 
-    def __init__(self, cfg, train_cfg, noisy, true, num_classes, device, noise_rate: float):
-        super().__init__(cfg, train_cfg, noisy, true, num_classes, device)
-        self.epochs = cfg["epochs"] + cfg["cyclic_epochs"]
-        self.forget = noise_rate if cfg["forget_rate"] == "noise_rate" else cfg["forget_rate"]
+    def __init__(self, cfg, train, noisy, true, num_classes, device, noise_rate: float):
+        super().__init__(cfg, train, noisy, true, num_classes, device)
+        self.epochs = cfg.total_epochs
+        self.forget = noise_rate if cfg.forget_rate == "noise_rate" else cfg.forget_rate
         self.epoch_loss = torch.zeros(len(noisy), device=device)
         self.seen = torch.zeros(len(noisy), dtype=torch.bool, device=device)
         self.total = torch.zeros(len(noisy), device=device)
         self.epoch = 1
 
     def lr(self, epoch):
-        if epoch <= self.cfg["epochs"]:
-            return self.cfg["lr"]
-        return cyclical_lr(epoch - self.cfg["epochs"], self.cfg["cycle"], self.cfg["r1"], self.cfg["r2"])
+        if epoch <= self.cfg.epochs:
+            return self.cfg.lr
+        return cyclical_lr(epoch - self.cfg.epochs, self.cfg.cycle, self.cfg.r1, self.cfg.r2)
 
     def batch_size(self, epoch):
-        return self.train_cfg["batch_size"] if epoch <= self.cfg["epochs"] else self.cfg["cyclic_batch_size"]
+        return self.train.batch_size if epoch <= self.cfg.epochs else self.cfg.cyclic_batch_size
 
     def batch_loss(self, model, x, targets, idx):
         logits = model(x)
         loss = losses.cross_entropy(logits, targets)
-        if self.epoch > self.cfg["epochs"]:
+        if self.epoch > self.cfg.epochs:
             self.epoch_loss[idx], self.seen[idx] = loss.detach(), True
         return loss, logits
 
     def score(self) -> np.ndarray:
-        return (self.total / max(self.epoch - 1 - self.cfg["epochs"], 1)).cpu().numpy()
+        return (self.total / max(self.epoch - 1 - self.cfg.epochs, 1)).cpu().numpy()
 
     def removed(self, score: np.ndarray) -> np.ndarray:
         if self.forget == "gmm":
@@ -200,7 +201,7 @@ class O2U(_Phase1):
 
     def end_epoch(self, epoch, model, x, y, val_acc):
         self.epoch = epoch + 1
-        if epoch <= self.cfg["epochs"]:
+        if epoch <= self.cfg.epochs:
             return {"detect_auroc": math.nan, "detect_precision": math.nan}
         seen = self.seen
         self.total[seen] += self.epoch_loss[seen] - self.epoch_loss[seen].mean()  # centred, accumulated
@@ -214,21 +215,19 @@ class O2U(_Phase1):
         return {"score": score.astype(np.float32), "keep": ~self.removed(score)}
 
 
-def build_pretrain(cfg: dict, train_cfg: dict, *, noisy, true, num_classes: int, noise_rate: float, seed: int,
-                   device) -> _Phase1:
-    """The phase-1 method of a validated `pretrain` section."""
-    name = cfg["name"]
-    if name == "joint":
-        return JointOptimization(cfg, train_cfg, noisy, true, num_classes, device)
-    if name == "pencil":
-        return Pencil(cfg, train_cfg, noisy, true, num_classes, device)
-    return O2U(cfg, train_cfg, noisy, true, num_classes, device, noise_rate)
+def build_pretrain(cfg, train, *, noisy, true, num_classes: int, noise_rate: float, device) -> _Phase1:
+    """The phase-1 method of a `pretrain` section (its `impl` names the class here)."""
+    return globals()[cfg.impl](cfg, train, noisy, true, num_classes, device, noise_rate)
+
+
+def _kl(log_p, target):
+    """KL(target || p) per sample from log p, 0 log 0 = 0."""
+    return (target * (target.clamp_min(1e-12).log() - log_p)).sum(dim=1)
 
 
 def kl(logits, target):
-    """KL(target || p) per sample (Tanaka; seed 002's L_c), 0 log 0 = 0."""
-    log_p = F.log_softmax(logits.float(), dim=1)
-    return (target * (target.clamp_min(1e-12).log() - log_p)).sum(dim=1)
+    """KL(target || p) per sample (Tanaka; seed 002's L_c)."""
+    return _kl(F.log_softmax(logits.float(), dim=1), target)
 
 
 def reverse_kl(logits, target):
@@ -241,11 +240,13 @@ SOFT_LOSSES = {"kl": kl, "reverse_kl": reverse_kl}
 
 
 class Finetune(Standard):
-    def __init__(self, cfg: dict, train_cfg: dict, seed: int):
-        Schedule.__init__(self, {**train_cfg, **{k: cfg[k] for k in ("epochs", "lr", "milestones", "gamma")}})
-        loss = cfg["loss"]
-        self.loss_fn = SOFT_LOSSES[loss["name"]] if loss["name"] in SOFT_LOSSES else losses.make_loss(loss)
-        self.mixup = cfg["mixup"]
+    """Phase 2 under the finetune section's schedule (spec.methods.Finetune) and the `train`
+    section's batch size and optimizer."""
+
+    def __init__(self, cfg, train, seed: int):
+        Schedule.__init__(self, train.model_copy(update={k: getattr(cfg, k) for k in ("epochs", "lr", "milestones", "gamma")}))
+        self.loss_fn = SOFT_LOSSES[cfg.loss.name] if cfg.loss.name in SOFT_LOSSES else losses.make_loss(cfg.loss)
+        self.mixup = cfg.mixup
         # its own random stream, so the batch order stays paired with the runs without mixup
         self.rng = np.random.default_rng([seed, 0x319])
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar4", "cifar10n", "cifar100n", "clothing1m")
+from noisylabels.errors import DataError
+
 # Data sets with real noisy labels: label set name -> its key in the published file.
 REAL_LABEL_SETS = {
     "cifar10n": {"aggregate": "aggre_label", "random1": "random_label1", "random2": "random_label2",
@@ -46,10 +47,6 @@ CLOTHING1M_CLASSES = ("T-shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoo
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
-
-
-class DataError(RuntimeError):
-    """A data set that cannot be had or read; str(error) is the one line shown to the user."""
 
 
 @dataclass
@@ -283,7 +280,7 @@ def _keep(arrays: Arrays, options: dict) -> Arrays:
 
 
 def fetch(name: str, options: dict, downloads: str | Path) -> Arrays:
-    """The arrays of data set `name` (options: its params.yaml `datasets.<name>` entry)."""
+    """The arrays of data set `name` (options: its spec.datasets settings, as a dict)."""
     downloads = Path(downloads)
     if name == "digits":
         arrays = _digits(options)
@@ -296,5 +293,5 @@ def fetch(name: str, options: dict, downloads: str | Path) -> Arrays:
     elif name == "clothing1m":
         return _clothing1m(downloads / "clothing1m", options)  # subsets before reading images
     else:
-        raise DataError(f"dataset={name!r}: expected one of {', '.join(DATASETS)}")
+        raise DataError(f"dataset={name!r}: no loader (spec/datasets.py lists the data sets)")
     return _keep(arrays, options)

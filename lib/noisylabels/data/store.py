@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from noisylabels.data.sources import Arrays, DataError
+from noisylabels.data.sources import Arrays
+from noisylabels.errors import DataError
 from noisylabels.io import atomic_dir, sha256, write_json
 
 

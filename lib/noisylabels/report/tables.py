@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from noisylabels.config import group_names, resolve_group
-from noisylabels.data.sources import DataError
+from noisylabels.errors import DataError
+from noisylabels.resolve import group_names, resolve_group
 from noisylabels.metrics import DETECTION, LABEL_CORRECTION, SEED_SUMMARY, mean_std
 from noisylabels.report.published import PUBLISHED, UNPUBLISHED
 
@@ -49,7 +49,7 @@ def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.Dat
             if run.name not in by_run:
                 raise DataError(f"{path}: has no run {run.name!r}; rerun the evaluate stage of {name!r}")
             rec = by_run[run.name]
-            keys = {"group": name, "table": g.table, "dataset": g.dataset, "method": g.method,
+            keys = {"group": name, "table": g.table, "dataset": g.dataset.name, "method": g.method,
                     "setting": run.setting.name, "noise_type": run.setting.type,
                     "noise_rate": run.setting.rate, "seed": run.seed}
             rows.append({**keys, "best_epoch": rec["best_epoch"],

@@ -1,9 +1,11 @@
-"""Bad params stop with one line naming the key, the value and what is allowed."""
+"""params.yaml -> typed runs; bad params stop with one line naming the key, the value and
+what is allowed."""
 import copy
 
 import pytest
 
-from noisylabels.config import ConfigError, resolve_group
+from noisylabels.errors import ConfigError
+from noisylabels.resolve import resolve_group
 
 
 def _error(params, group="main"):
@@ -16,11 +18,12 @@ def _error(params, group="main"):
 
 def test_tiny_params_resolve(params):
     g = resolve_group(params, "main")
-    assert (g.method, g.dataset, len(g.runs)) == ("sl", "digits", 2)
+    assert (g.method, g.dataset.name, len(g.runs)) == ("sl", "digits", 2)
     t = resolve_group(params, "sce_table1-ce-digits")
     assert [s.name for s in t.settings] == ["symmetric-0", "symmetric-0.4", "asymmetric-0.3"]
     assert [r.name for r in t.runs][:2] == ["symmetric-0-s0", "symmetric-0-s1"]
-    assert (t.table, t.paper, t.loss) == ("sce_table1", "sce", {"name": "ce"})
+    assert (t.table, t.paper, t.written.loss.name) == ("sce_table1", "sce", "ce")
+    assert [r.method for r in t.runs] == [t.written] * len(t.runs)
 
 
 @pytest.mark.parametrize("section,key,value,expect", [
@@ -82,7 +85,7 @@ def test_unknown_group_and_method(params):
 
 
 @pytest.mark.parametrize("loss,expect", [
-    ({"name": "gce", "q": 0}, "loss.q=0: expected a number > 0 and <= 1"),
+    ({"name": "gce", "q": 0}, "loss.q=0: expected a number > 0"),
     ({"name": "gce", "q": 1.5}, "loss.q=1.5"),
     ({"name": "ngce", "q": -0.1}, "loss.q=-0.1"),
     ({"name": "rce", "A": 1.0}, "loss.A=1.0: expected a number < 0"),
@@ -94,7 +97,7 @@ def test_unknown_group_and_method(params):
      "loss.start_epoch=3: expected an epoch <= train.epochs=2"),
     ({"name": "forward", "matrix": "oracle", "anchor_percentile": 97.0}, "loss.matrix='oracle'"),
     ({"name": "forward", "matrix": [[0.5, 0.4], [0.0, 1.0]], "anchor_percentile": 97.0},
-     "loss.matrix[0]=[0.5, 0.4]: row sums to 0.9"),
+     "loss.matrix=[[0.5, 0.4], [0.0, 1.0]]: row 0 sums to 0.9"),
     ({"name": "backward", "matrix": [[0.5, 0.5], [0.0, 1.0]], "anchor_percentile": 97.0},
      "loss.matrix='2x2': expected a 10x10 matrix"),
     ({"name": "forward", "matrix": "realized", "anchor_percentile": 0}, "loss.anchor_percentile=0"),
@@ -109,13 +112,13 @@ def test_every_loss_resolves_with_good_values(params):
 
     for name, options in CONFIGS.items():
         params["loss"] = {"name": name, **options}
-        assert resolve_group(params, "main").loss == {"name": name, **options}
+        assert resolve_group(params, "main").written.loss.model_dump() == {"name": name, **options}
 
 
 def test_d2l_training_checked(params):
     d2l = {"name": "d2l", "lid_k": 20, "lid_samples": 1280, "lid_batch": 128, "window": 5, "init_epoch": 1}
     params["training"] = d2l
-    assert resolve_group(params, "main").training == d2l
+    assert resolve_group(params, "main").written.training.model_dump() == d2l
     params["training"] = {**d2l, "init_epoch": 2}
     assert "training.init_epoch=2: expected an epoch < train.epochs=2" in _error(params)
     params["training"] = {"name": "coteaching"}
@@ -126,21 +129,21 @@ def test_per_setting_loss_overrides(params):
     sl = params["sce_table1"]["digits"]["methods"]["sl"]
     sl["overrides"] = {"asymmetric": {"beta": 5.0}, "symmetric-0.4": {"alpha": 0.5}}
     g = resolve_group(params, "sce_table1-sl-digits")
-    beta = {s.name: (g.loss_for(s)["alpha"], g.loss_for(s)["beta"]) for s in g.settings}
+    beta = {r.setting.name: (r.method.loss.alpha, r.method.loss.beta) for r in g.runs}
     assert beta == {"symmetric-0": (0.01, 1.0), "symmetric-0.4": (0.5, 1.0), "asymmetric-0.3": (0.01, 5.0)}
     sl["overrides"] = {"symmetric-0.6": {"beta": 5.0}}
     assert "methods.sl.overrides.symmetric-0.6" in _error(params, "sce_table1-sl-digits")
     sl["overrides"] = {"asymmetric": {"beta": -5.0}}
     assert "sce_table1.digits.methods.sl.overrides.asymmetric.beta=-5.0" in _error(params, "sce_table1-sl-digits")
     sl["overrides"] = {"asymmetric": {"name": "ce"}}
-    assert "not its name" in _error(params, "sce_table1-sl-digits")
+    assert "not a new name" in _error(params, "sce_table1-sl-digits")
 
 
 def test_every_table_section_of_params_yaml_resolves():
     """Each (table, data set, method) written in params.yaml, the full-scale ones included."""
     from conftest import REPO
-    from noisylabels.config import load_params
-    from noisylabels.data.sources import DATASETS
+    from noisylabels.resolve import load_params
+    from noisylabels.spec.datasets import DATASETS
 
     params = load_params(REPO / "params.yaml")
     params["download"] = list(DATASETS)  # as `python -m noisylabels.select` would list them
@@ -175,7 +178,7 @@ def _two_phase(params, phase, **changes):
     ("pretrain", {"forget_rate": 1.0}, "methods.o2u.pretrain.forget_rate=1.0: expected a number in [0, 1)"),
     ("pretrain", {"forget_rate": -0.1}, "forget_rate=-0.1"),
     ("pretrain", {"forget_rate": "half"}, "noise_rate (the setting's rate) or gmm"),
-    ("pretrain", {"cycle": 0}, "methods.o2u.pretrain.cycle=0: expected an integer >= 1"),
+    ("pretrain", {"cycle": 0}, "methods.o2u.pretrain.cycle=0: expected a number >= 1"),
     ("pretrain", {"cycle": 3}, "pretrain.cycle=3: expected at most"),
     ("pretrain", {"name": "coteaching"}, "pretrain.name='coteaching'"),
     ("finetune", {"loss": {"name": "kl"}}, "finetune.loss.name='kl'"),  # o2u keeps hard labels
@@ -196,9 +199,10 @@ def test_joint_start_epoch_after_the_last_epoch(params):
 def test_two_phase_groups_resolve_with_per_setting_overrides(params):
     g = resolve_group(params, "o2u_table-improved-digits")
     (setting,) = g.settings
-    assert g.two_phase and g.pretrain["name"] == "joint" and g.finetune["mixup"] == 1.0
-    assert g.phase_for(setting, "finetune")["mixup"] == 2.0 and g.phase_for(setting, "pretrain") == g.pretrain
-    assert g.loss_for(setting) == {"name": "kl"}
+    assert g.two_phase and g.written.pretrain.name == "joint" and g.written.finetune.mixup == 1.0
+    run = g.runs[0]
+    assert run.method.finetune.mixup == 2.0 and run.method.pretrain == g.written.pretrain
+    assert run.method.finetune.loss.name == "kl"
 
 
 def test_a_method_must_be_listed_with_its_kind(params):
@@ -249,7 +253,7 @@ def test_train_options_are_checked(params):
     assert _error(params) == "train.augment.flip='yes': expected true or false"
     params["train"]["augment"] = {"name": "none"}
     params["train"]["normalize"] = "zca"
-    assert _error(params) == "train.normalize='zca': expected one of channel, pixel_mean, imagenet"
+    assert _error(params) == "train.normalize='zca': expected channel, pixel_mean or imagenet"
     params["train"]["normalize"] = "channel"
     params["train"]["l2"] = {"fc1": -1}
     assert _error(params) == "train.l2.fc1=-1: expected a number >= 0"
@@ -257,9 +261,9 @@ def test_train_options_are_checked(params):
     params["train"]["lr_decay"] = -1e-4
     assert _error(params) == "train.lr_decay=-0.0001: expected a number >= 0"
     params["train"]["lr_decay"] = 1e-4
-    assert resolve_group(params, "main").train["augment"] == {"name": "none"}
+    assert resolve_group(params, "main").train.augment.name == "none"
     params["datasets"]["digits"]["max_train"] = 1
-    assert _error(params) == "datasets.digits.max_train=1: expected an integer >= 2"
+    assert _error(params) == "datasets.digits.max_train=1: expected a number >= 2"
 
 
 def test_download_lists_every_data_set_the_groups_use(params):

@@ -1,0 +1,16 @@
+"""The three errors a stage turns into one line on stderr and exit code 2 (cli.stage_errors).
+
+Each message names the key or file, the value and what is allowed or what to run.
+"""
+
+
+class ConfigError(ValueError):
+    """A bad setting in params.yaml or a stage option."""
+
+
+class DataError(RuntimeError):
+    """A data set or intermediate file that cannot be had or read."""
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be used."""

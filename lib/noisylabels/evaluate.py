@@ -1,0 +1,30 @@
+"""The evaluate stage's logic: final metrics of every run of a group, from its saved
+predictions (numpy only, no torch, no MLflow).
+
+Per run (metrics.run_record): last and 'best' test accuracy, class-wise test accuracy,
+accuracy on the noisy and on the true training labels, the realized noise rate, the test
+accuracy per epoch, and for a two-phase group phase 1's label-correction or noise-detection
+metrics.
+"""
+from __future__ import annotations
+
+from noisylabels import metrics, results
+
+
+def group_metrics(group, dataset, labels, runs_dir: str, phase1_dir: str) -> dict:
+    """reports/metrics/<group>.json: the group's identity and one record per run.
+
+    labels: the group's noise.NoisyLabels; runs_dir, phase1_dir: the training stages'
+    folders of this group."""
+    records = []
+    for run in group.runs:
+        phase1 = results.load_phase1(phase1_dir, run.name) if group.two_phase else None
+        record = metrics.run_record(results.load_run(runs_dir, run.name), dataset, labels.for_run(run), phase1)
+        records.append({"run": run.name, "setting": run.setting.name, "seed": run.seed, **record})
+    return {
+        "group": group.name, "table": group.table, "paper": group.paper, "method": group.method,
+        "dataset": group.dataset.name, "classes": dataset.classes,
+        # phase 2's epochs follow phase 1's: figures place its curve after them
+        "epoch_offset": group.written.pretrain.total_epochs if group.two_phase else 0,
+        "runs": records,
+    }

@@ -1,0 +1,281 @@
+"""params.yaml -> a run group of frozen, typed runs; every setting checked before any work.
+
+    group = resolve_group(load_params("params.yaml"), "sce_table1-sl-digits")
+    for run in group.runs: run.setting, run.seed, run.method.loss, group.train, ...
+
+A run group is one method on one data set over a grid of noise settings and seeds:
+- `main`: the top-level sections `data`, `noise`, `model`, `loss`, `training`, `train` (one
+  noise setting, several seeds); what `dvc exp run -S loss.alpha=0.1` changes.
+- a paper table group, listed in `groups:` as {table, dataset, method}: its settings come
+  from `<table>.noise` (the grid) and `<table>.<dataset>` (model, train and
+  `methods.<method>`: a loss, optional `training` and per-setting `overrides`).
+- a two-phase group, listed in `two_phase_groups:` the same way: its method has a
+  `pretrain` and a `finetune` section, each with optional `overrides`.
+The settings' types, bounds and registries are in spec/; here are only the rules that join
+two sections (a loss's start epoch within train.epochs, a matrix of the data set's class
+count) and the per-setting overrides. A bad value raises ConfigError with one line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from noisylabels.errors import ConfigError
+from noisylabels.spec.base import check, join
+from noisylabels.spec.datasets import DATASETS, Dataset
+from noisylabels.spec.losses import LossSpec
+from noisylabels.spec.methods import SinglePhase, TwoPhase
+from noisylabels.spec.models import ModelSpec
+from noisylabels.spec.noise import MainNoise, NoiseSetting, TableNoise, check_for_dataset, settings_grid
+from noisylabels.spec.train import Train
+
+MAIN = "main"
+GROUP_LISTS = ("groups", "two_phase_groups")
+Method = SinglePhase | TwoPhase
+
+
+@dataclass(frozen=True)
+class Group:
+    """One method on one data set over all its noise settings and seeds."""
+
+    name: str
+    table: str  # the table section (or "main"); also the MLflow experiment name
+    paper: str
+    method: str  # the method's key in the table (the loss name for main)
+    dataset: Dataset
+    settings: tuple[NoiseSetting, ...]
+    seeds: tuple[int, ...]
+    draw: str
+    val_fraction: float
+    model: object  # a spec.models settings model
+    train: Train
+    written: Method  # the method as written in params.yaml
+    per_setting: dict[str, Method]  # setting name -> the method with that setting's overrides applied
+
+    @property
+    def two_phase(self) -> bool:
+        return isinstance(self.written, TwoPhase)
+
+    @cached_property
+    def runs(self) -> tuple["Run", ...]:
+        return tuple(Run(self, s, seed) for s in self.settings for seed in self.seeds)
+
+    def values(self, method: Method | None = None) -> dict:
+        """The resolved settings as plain values, keyed as in params.yaml (the method's
+        sections at the top: loss and training, or pretrain and finetune); `method`: one
+        setting's, else the method as written. MLflow params and group.json are these."""
+        return {"dataset": self.dataset.name, "method": self.method, "noise": {"draw": self.draw,
+                "val_fraction": self.val_fraction}, "model": self.model.model_dump(), "train": self.train.model_dump(),
+                **(method or self.written).model_dump(exclude={"overrides"})}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training of one model: a noise setting and a seed within a group."""
+
+    group: Group
+    setting: NoiseSetting
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.setting.name}-s{self.seed}"
+
+    @property
+    def method(self) -> Method:
+        return self.group.per_setting[self.setting.name]
+
+    @property
+    def index(self) -> tuple[int, int]:
+        """(setting, seed) position in the noise stage's settings x seeds arrays."""
+        return self.group.settings.index(self.setting), self.group.seeds.index(self.seed)
+
+
+def load_params(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r}: not found")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"params file {str(path)!r}: not valid YAML ({str(e).splitlines()[0]})")
+    if not isinstance(params, dict):
+        raise ConfigError(f"params file {str(path)!r}: expected a mapping at the top level")
+    return params
+
+
+def group_names(params: dict) -> list[str]:
+    """Every run group the pipeline trains: main first, then `groups`, then `two_phase_groups`."""
+    return [MAIN, *(params.get("groups") or {}), *(params.get("two_phase_groups") or {})]
+
+
+def _require(params: dict, key: str):
+    if key not in params:
+        raise ConfigError(f"{key}: missing section in params.yaml")
+    return params[key]
+
+
+def dataset_spec(params: dict, name: str, key: str = "dataset") -> Dataset:
+    """The settings of data set `name` (params section `datasets.<name>`; `key`: where the
+    name was written)."""
+    if name not in DATASETS:
+        raise ConfigError(f"{key}={name!r}: expected one of {', '.join(DATASETS)}")
+    datasets = _require(params, "datasets")
+    if name not in datasets:
+        raise ConfigError(f"datasets.{name}: missing; every data set used needs an entry in `datasets`")
+    return check(DATASETS[name], f"datasets.{name}", datasets[name] or {})
+
+
+def _deep_merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = _deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def _overrides(key: str, overrides, base: dict, settings) -> dict[str, tuple[str, dict]]:
+    """`<key>.overrides` ({noise type or setting name: changed values of `base`}) -> setting
+    name -> (params key of the change, `base` with the change merged). A noise-type entry
+    applies to all its rates; a setting entry wins."""
+    overrides = check(dict[str, dict], join(key, "overrides"), overrides)
+    names = {s.name for s in settings} | {s.type for s in settings}
+    for k, v in overrides.items():
+        if k not in names:
+            raise ConfigError(f"{join(key, 'overrides')}.{k}={v!r}: expected a noise type or setting of the grid: "
+                              f"{', '.join(sorted(names))}")
+        if "name" in v:
+            raise ConfigError(f"{join(key, 'overrides')}.{k}={v!r}: expected changed values (not a new name)")
+    out = {}
+    for s in settings:
+        changes = _deep_merge(overrides.get(s.type, {}), overrides.get(s.name, {}))
+        if changes:
+            out[s.name] = (f"{join(key, 'overrides')}.{s.name if s.name in overrides else s.type}",
+                           _deep_merge(base, changes))
+    return out
+
+
+def _check_loss(key: str, loss, train: Train, dataset: Dataset) -> None:
+    """A loss against the schedule and the data set's class count."""
+    if loss.name == "truncated_lq" and loss.start_epoch > train.epochs:
+        raise ConfigError(f"{key}.start_epoch={loss.start_epoch}: expected an epoch <= train.epochs={train.epochs}")
+    matrix = getattr(loss, "matrix", None)
+    if isinstance(matrix, list) and len(matrix) != dataset.num_classes:
+        K = dataset.num_classes
+        raise ConfigError(f"{key}.matrix='{len(matrix)}x{len(matrix)}': expected a {K}x{K} matrix "
+                          f"(the data set has {K} classes)")
+
+
+def _single_phase(key: str, raw: dict, train: Train, dataset: Dataset, settings) -> tuple[Method, dict]:
+    """A loss, a training procedure, and per-setting changes of the loss."""
+    written = check(SinglePhase, key, raw)
+    _check_loss(join(key, "loss"), written.loss, train, dataset)
+    training = written.training
+    if training.name == "d2l" and training.init_epoch >= train.epochs:
+        raise ConfigError(f"{join(key, 'training')}.init_epoch={training.init_epoch}: expected an epoch < "
+                          f"train.epochs={train.epochs}")
+    per_setting = {}
+    for setting, (where, merged) in _overrides(key, raw.get("overrides", {}), raw["loss"], settings).items():
+        loss = check(LossSpec, where, merged)
+        _check_loss(where, loss, train, dataset)
+        per_setting[setting] = written.model_copy(update={"loss": loss, "overrides": {}})
+    return written, per_setting
+
+
+def _two_phase(key: str, raw: dict, train: Train, dataset: Dataset, settings) -> tuple[Method, dict]:
+    """A phase 1 and a phase 2, each section with its own per-setting changes (so a finetune
+    change never touches the pretrain stage's params)."""
+    sections = {k: check(dict, join(key, k), v) if k in ("pretrain", "finetune") else v for k, v in raw.items()}
+    written = check(TwoPhase, key, {k: {o: v for o, v in s.items() if o != "overrides"} if isinstance(s, dict) else s
+                                    for k, s in sections.items()})
+    if written.pretrain.name == "o2u" and written.pretrain.forget_rate == "noise_rate" and any(
+            s.type == "real" for s in settings):
+        raise ConfigError(f"{key}.pretrain.forget_rate='noise_rate': real noisy labels have no known noise "
+                          "rate; expected a number in [0, 1) or gmm")
+    changed: dict[str, dict] = {}
+    for phase in ("pretrain", "finetune"):
+        base = {k: v for k, v in sections[phase].items() if k != "overrides"}
+        for setting, change in _overrides(join(key, phase), sections[phase].get("overrides", {}), base,
+                                          settings).items():
+            changed.setdefault(setting, {})[phase] = change
+    per_setting = {}
+    for setting, phases in changed.items():
+        values = {"pretrain": written.pretrain, "finetune": written.finetune}
+        for phase, (where, merged) in phases.items():
+            values[phase] = check(TwoPhase.model_fields[phase].annotation, where, merged)
+        per_setting[setting] = check(TwoPhase, key, values)
+    return written, per_setting
+
+
+def _download_listed(params: dict, group: str, dataset: str) -> None:
+    """dvc.yaml makes a download stage per entry of `download`: the group's data set must be one."""
+    if "download" not in params:
+        return
+    download = params["download"]
+    if not isinstance(download, list) or not download or len(set(download)) != len(download):
+        raise ConfigError(f"download={download!r}: expected a list of at least 1 distinct data set names")
+    for i, name in enumerate(download):
+        if name not in DATASETS:
+            raise ConfigError(f"download[{i}]={name!r}: expected one of {', '.join(DATASETS)}")
+    if dataset not in download:
+        raise ConfigError(f"download={download!r}: expected it to list {dataset!r}, the data set of group {group!r}")
+
+
+def resolve_group(params: dict, name: str) -> Group:
+    """Check and resolve the settings of run group `name` ("main" or a key of a group list)."""
+    if name == MAIN:
+        data = check(dict, "data", _require(params, "data"))
+        dataset = dataset_spec(params, check(str, "data.name", data.get("name")), "data.name")
+        noise = check(MainNoise, "noise", _require(params, "noise"))
+        setting = NoiseSetting(noise.type, noise.rate)
+        check_for_dataset("noise.type", setting, dataset)
+        train = check(Train, "train", _require(params, "train"))
+        raw = {"loss": _require(params, "loss"), "training": _require(params, "training")}
+        written, per_setting = _single_phase("", raw, train, dataset, (setting,))  # top-level sections
+        group = dict(name=MAIN, table=MAIN, paper=MAIN, method=written.loss.name, dataset=dataset,
+                     settings=(setting,), seeds=tuple(noise.seeds), draw=noise.draw, val_fraction=noise.val_fraction,
+                     model=check(ModelSpec, "model", _require(params, "model")), train=train)
+    else:
+        kind = next((k for k in GROUP_LISTS if name in (params.get(k) or {})), None)
+        if kind is None:
+            raise ConfigError(f"group={name!r}: expected main or one of: {', '.join(group_names(params)[1:])}")
+        entry = check(dict, f"{kind}.{name}", params[kind][name])
+        for k in ("table", "dataset", "method"):
+            if k not in entry:
+                raise ConfigError(f"{kind}.{name}.{k}: missing")
+        unknown = sorted(set(entry) - {"table", "dataset", "method"})
+        if unknown:
+            raise ConfigError(f"{kind}.{name}.{unknown[0]}={entry[unknown[0]]!r}: unknown key; "
+                              "allowed keys: table, dataset, method")
+        tkey, ds, mname = entry["table"], entry["dataset"], entry["method"]
+        if not isinstance(params.get(tkey), dict):
+            raise ConfigError(f"{kind}.{name}.table={tkey!r}: expected the name of a table section in params.yaml")
+        table = params[tkey]
+        dataset = dataset_spec(params, ds, f"{kind}.{name}.dataset")
+        noise = check(TableNoise, f"{tkey}.noise", table.get("noise"))
+        dkey = f"{tkey}.{ds}"
+        if ds not in table:
+            raise ConfigError(f"{kind}.{name}.dataset={ds!r}: table {tkey!r} has no section {dkey}")
+        section = check(dict, dkey, table[ds])
+        for k in ("model", "train", "methods"):
+            if k not in section:
+                raise ConfigError(f"{dkey}.{k}: missing")
+        methods = section["methods"] if isinstance(section["methods"], dict) else {}
+        if mname not in methods:
+            raise ConfigError(f"{kind}.{name}.method={mname!r}: expected one of {dkey}.methods: {', '.join(methods)}")
+        mkey, raw = f"{dkey}.methods.{mname}", methods[mname]
+        if (isinstance(raw, dict) and "pretrain" in raw) != (kind == "two_phase_groups"):
+            raise ConfigError(f"{kind}.{name}.method={mname!r}: a method with pretrain and finetune sections "
+                              "belongs under two_phase_groups, a method with a loss under groups")
+        train = check(Train, f"{dkey}.train", section["train"])
+        settings = settings_grid(f"{tkey}.noise.settings", noise.settings, dataset)
+        resolve_method = _two_phase if kind == "two_phase_groups" else _single_phase
+        written, per_setting = resolve_method(mkey, check(dict, mkey, raw), train, dataset, settings)
+        group = dict(name=name, table=tkey, paper=str(table.get("paper", tkey)), method=mname, dataset=dataset,
+                     settings=settings, seeds=tuple(noise.seeds), draw=noise.draw, val_fraction=noise.val_fraction,
+                     model=check(ModelSpec, f"{dkey}.model", section["model"]), train=train)
+    _download_listed(params, name, dataset.name)
+    settings = group["settings"]
+    return Group(**group, written=written, per_setting={s.name: per_setting.get(s.name, written) for s in settings})

@@ -1,0 +1,88 @@
+"""The `train` section: optimizer, step schedule, device, normalisation and augmentation.
+
+The optimizer and schedule are implemented in noisylabels/optim.py, normalisation and each
+augmentation (`impl`: a class of noisylabels/augment.py) in augment.py. Optional keys
+default to the plain setting of the default run.
+"""
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from noisylabels.spec.base import Epochs, NonNegative, Positive, Spec, invalid, named, registry
+
+Size = Annotated[int, Field(ge=1)]
+
+
+class Augment(Spec):
+    impl: ClassVar[str]  # the class of augment.py
+    crops: ClassVar[bool] = False  # a size x size window: the model sees that size
+
+
+class NoAugment(Augment):
+    name: Literal["none"] = "none"
+    impl = "NoAugment"
+
+
+class Shift(Augment):  # Keras (SCE)
+    name: Literal["shift"] = "shift"
+    impl = "Shift"
+    shift: Annotated[float, Field(ge=0, lt=1)]
+    rotation: Annotated[float, Field(ge=0, le=180)]
+    flip: bool
+
+
+class Crop(Augment):  # torchvision
+    name: Literal["crop"] = "crop"
+    impl = "Crop"
+    crops = True
+    size: Size
+    padding: Annotated[int, Field(ge=0)]
+    flip: bool
+
+
+class CenterCrop(Augment):  # SCE's Clothing1M
+    name: Literal["center_crop"] = "center_crop"
+    impl = "CenterCrop"
+    crops = True
+    size: Size
+
+
+AUGMENTS = registry(NoAugment, Shift, Crop, CenterCrop)
+
+
+class Schedule(Spec):
+    """What the step schedule reads: `epochs`, `lr` times `gamma` after each milestone."""
+
+    epochs: Epochs
+    lr: Positive
+    milestones: list[Annotated[int, Field(ge=1)]]
+    gamma: Annotated[float, Field(gt=0, le=1)]
+
+    @model_validator(mode="after")
+    def _milestones_within_epochs(self):
+        m = self.milestones
+        if m != sorted(set(m)) or any(x >= self.epochs for x in m):
+            raise invalid("milestones", f"expected increasing epochs below epochs={self.epochs}")
+        return self
+
+
+class Train(Schedule):
+    batch_size: Annotated[int, Field(ge=2)]  # >= 2: batch norm needs two samples
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: NonNegative  # L2 decay in the gradient (torch's weight_decay), every parameter
+    device: Literal["auto", "cpu", "cuda"]
+    # Keras SGD's `decay` (SCE's code): the lr of iteration i is the epoch's lr / (1 + lr_decay * i)
+    lr_decay: NonNegative = 0.0
+    # Keras kernel_regularizer l2(c) per layer: {parameter-name prefix or all: c}, c * sum(w^2) in the loss
+    l2: dict[str, NonNegative] = {}
+    normalize: Literal["channel", "pixel_mean", "imagenet"] = "channel"
+    augment: named(AUGMENTS) = NoAugment()
+
+    @field_validator("l2")
+    @classmethod
+    def _layer_names(cls, value):
+        if any(not k for k in value):
+            raise ValueError("expected a mapping from a layer name (a parameter-name prefix, or all) to a number >= 0")
+        return value
