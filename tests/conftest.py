@@ -115,8 +115,8 @@ def make_job(*, loss=None, pretrain=None, finetune=None, phase1=None, training=N
              seed=0, noisy, val, realized=None, rate=0.4, dataset="digits"):
     """A loop.Job resolved from the tiny params with these sections: a single-phase run
     (loss, training) or a two-phase one (pretrain, finetune; with phase1 its phase 2)."""
-    from noisylabels.loop import Job
-    from noisylabels.noise import RunLabels
+    from noisylabels.loop import group_jobs
+    from noisylabels.noise import NoisyLabels
     from noisylabels.resolve import resolve_group
 
     p = copy.deepcopy(TINY_PARAMS)
@@ -135,9 +135,11 @@ def make_job(*, loss=None, pretrain=None, finetune=None, phase1=None, training=N
         p["o2u_table"]["noise"].update(settings={"symmetric": [rate]}, seeds=[seed])
         p["two_phase_groups"] = {"g": {"table": "o2u_table", "dataset": dataset, "method": "m"}}
         group = resolve_group(p, "g")
-    k = group.dataset.num_classes
-    labels = RunLabels(noisy, val, np.eye(k) if realized is None else realized, rate)
-    return Job(group.runs[0], labels, phase1)
+    realized = np.eye(group.dataset.num_classes) if realized is None else realized
+    labels = NoisyLabels(noisy[None, None], val[None], {"seeds": [seed], "runs": [
+        {"realized_matrix": realized.tolist(), "realized_noise_rate": rate}]})
+    (job,) = group_jobs(group, labels, None if phase1 is None else {group.runs[0].name: phase1})
+    return job
 
 
 def train_job(ds, **kwargs):

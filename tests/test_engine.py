@@ -15,7 +15,6 @@ from noisylabels.workers import Workers
 from conftest import TINY_PARAMS, TinyDataset, train_job
 
 TRAIN = TINY_PARAMS["train"]
-MODEL = TINY_PARAMS["model"]
 
 
 def _run(loss, seed=0, **kwargs):

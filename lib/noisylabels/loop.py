@@ -72,12 +72,14 @@ def to_tensors(dataset, device: torch.device, train) -> Tensors:
 
 @dataclass(frozen=True)
 class Job:
-    """What one worker trains: a run, its labels, and for phase 2 its phase-1 artefacts
-    (`labels` or `keep`, and phase 1's weights as `state_dict` for init: phase1)."""
+    """What one worker trains: a run, its labels, for phase 2 its phase-1 artefacts
+    (`labels` or `keep`, and phase 1's weights as `state_dict` for init: phase1), and for a
+    Forward/Backward loss its transition matrix (None: estimated in the worker)."""
 
     run: Run
     labels: RunLabels
     phase1: dict | None = None
+    matrix: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
@@ -87,9 +89,18 @@ class Job:
 
 
 def group_jobs(group, labels, phase1: dict | None = None) -> list[Job]:
-    """One job per run of `group`: labels is its noise.NoisyLabels; phase1 (phase 2 only):
-    run name -> that run's phase-1 artefacts."""
-    return [Job(run, labels.for_run(run), None if phase1 is None else phase1[run.name]) for run in group.runs]
+    """One job per run of `group`, checked before any of them trains: labels is its
+    noise.NoisyLabels; phase1 (phase 2 only): run name -> that run's phase-1 artefacts.
+    A Forward/Backward matrix that is not estimated is resolved (and checked) here."""
+    jobs = []
+    for run in group.runs:
+        run_labels, matrix = labels.for_run(run), None
+        loss = getattr(run.method, "loss", None)
+        if getattr(loss, "matrix", "estimated") != "estimated":
+            matrix = methods.transition_matrix(loss, run_labels.realized_matrix, group.dataset.num_classes, None,
+                                               f"{group.name} {run.name}: loss")
+        jobs.append(Job(run, run_labels, None if phase1 is None else phase1[run.name], matrix))
+    return jobs
 
 
 @dataclass
@@ -201,19 +212,10 @@ def preflight(group, dataset) -> None:
     SGD.for_train(model, group.train)
 
 
-def check_matrix(job: Job) -> None:
-    """A Forward/Backward loss's matrix, checked before any run trains (an estimated one is
-    checked once estimated)."""
-    method = job.run.method
-    if job.kind == "single" and getattr(method.loss, "matrix", "estimated") != "estimated":
-        methods.transition_matrix(method.loss, job.labels.realized_matrix, len(job.labels.realized_matrix), None,
-                                  f"{job.run.group.name} {job.run.name}: loss")
-
-
 def _single(data: Tensors, job: Job, desc: str) -> RunResult:
     run, method, labels = job.run, job.run.method, job.labels
-    matrix = None
-    if hasattr(method.loss, "matrix"):
+    matrix = job.matrix
+    if getattr(method.loss, "matrix", None) == "estimated":
         def estimate():  # Patrini et al.: a CE model on the same noisy labels gives the anchors
             ce_run = SinglePhase(loss=CE())
             ce = _fit(data, labels, run.seed, _model(run.group, data, run.seed),

@@ -42,8 +42,6 @@ def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: st
             phase1 = results.load_phase1_group(f"{phase1_dir}/{group_name}", group)
             tags = {"phase": "2", "phase1_parent_run_id": phase1.pop("mlflow_parent_run_id")}
         jobs = loop.group_jobs(group, labels, phase1)
-        for job in jobs:
-            loop.check_matrix(job)
         loop.preflight(group, dataset)
     default = "runs" if phase1_dir or not group.two_phase else "phase1"
     _train_and_log(group, dataset, device, jobs, workers, threads, out or f"data/{default}/{group_name}", tags)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from noisylabels.errors import ConfigError
@@ -22,6 +22,15 @@ Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]  # e.g. a noise rate: 1 would leave no clean label
 Epochs = Annotated[int, Field(ge=1)]
+
+
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("expected distinct values")
+    return values
+
+
+Distinct = AfterValidator(_distinct)  # a list without repeats: Annotated[list[...], Distinct]
 
 
 class Spec(BaseModel):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from noisylabels.data.sources import CIFAR10_CLASSES, REAL_LABEL_SETS
-from noisylabels.spec.base import Spec, registry
+from noisylabels.spec.base import Distinct, Spec, registry
 
 SubsetSize = Optional[Annotated[int, Field(ge=2)]]
 
@@ -58,14 +58,7 @@ class CIFAR4(Dataset):
     """CIFAR-4 of seed 004: CIFAR-10 restricted to these classes, relabelled 0..K-1 in order."""
 
     name = "cifar4"
-    classes: Annotated[list[Literal[CIFAR10_CLASSES]], Field(min_length=2)]
-
-    @field_validator("classes")
-    @classmethod
-    def _distinct(cls, value):
-        if len(set(value)) != len(value):
-            raise ValueError("expected distinct CIFAR-10 class names")
-        return value
+    classes: Annotated[list[Literal[CIFAR10_CLASSES]], Field(min_length=2), Distinct]
 
     @property
     def num_classes(self) -> int:

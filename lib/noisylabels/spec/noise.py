@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from noisylabels.errors import ConfigError
 from noisylabels.noise import ASYMMETRIC_DATASETS
-from noisylabels.spec.base import Fraction, Spec, check
+from noisylabels.spec.base import Distinct, Fraction, Spec, check
 
 # real: the data set's own noisy labels (CIFAR-N, Clothing1M), listed by label set, not rate
 NOISE_TYPES = ("symmetric", "symmetric-all", "asymmetric", "pairflip", "real")
-Seeds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+Seeds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), Distinct]
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,6 @@ class _Noise(Spec):
     # held out from the noisy training set to choose the 'best' epoch (never the test set)
     val_fraction: Annotated[float, Field(gt=0, le=0.5)]
     seeds: Seeds
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct(cls, value):
-        if len(set(value)) != len(value):
-            raise ValueError("expected distinct seeds")
-        return value
 
 
 class MainNoise(_Noise):
