@@ -16,7 +16,7 @@ TINY_PARAMS = {
     "noise": {"type": "symmetric", "rate": 0.4, "draw": "exact", "val_fraction": 0.1, "seeds": [0, 1]},
     "model": {"name": "digits_mlp", "hidden": 16, "depth": 1},
     "loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0},
-    "training": {"name": "standard"},
+    "procedure": {"name": "standard"},
     "train": {"epochs": 2, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-4,
               "milestones": [1], "gamma": 0.1, "device": "cpu"},
     "download": ["digits"],
@@ -111,7 +111,7 @@ class TinyDataset:
         return len(self.classes)
 
 
-def make_job(*, loss=None, pretrain=None, finetune=None, phase1=None, training=None, train=None, model=None,
+def make_job(*, loss=None, pretrain=None, finetune=None, phase1=None, procedure=None, train=None, model=None,
              seed=0, noisy, val, realized=None, rate=0.4, dataset="digits"):
     """A loop.Job resolved from the tiny params with these sections: a single-phase run
     (loss, training) or a two-phase one (pretrain, finetune; with phase1 its phase 2)."""
@@ -125,7 +125,7 @@ def make_job(*, loss=None, pretrain=None, finetune=None, phase1=None, training=N
         p["download"].append(dataset)
     section = {"model": model or p["model"], "train": {**p["train"], **(train or {})}, "methods": {}}
     if loss is not None:
-        p.update(data={"name": dataset}, loss=loss, training=training or {"name": "standard"}, model=section["model"],
+        p.update(data={"name": dataset}, loss=loss, procedure=procedure or {"name": "standard"}, model=section["model"],
                  train=section["train"])
         p["noise"].update(rate=rate, seeds=[seed])
         group = resolve_group(p, "main")
@@ -158,7 +158,7 @@ def typed(value: dict):
     from noisylabels.spec import losses, methods, models, train
     from noisylabels.spec.base import check
 
-    registries = {**losses.LOSSES, **methods.TRAININGS, **methods.PRETRAINS, **methods.SOFT_LOSSES, **models.MODELS,
+    registries = {**losses.LOSSES, **methods.PROCEDURES, **methods.PRETRAINS, **methods.SOFT_LOSSES, **models.MODELS,
                   **train.AUGMENTS}
     if "name" in value:
         return check(registries[value["name"]], "test", value)

@@ -82,7 +82,7 @@ def test_group_results_do_not_depend_on_the_number_of_workers(params):
 def test_methods_train_end_to_end_with_their_own_history():
     trunc = _run({"name": "truncated_lq", "q": 0.7, "k": 0.5, "start_epoch": 1, "interval": 1})
     assert len(trunc.history["truncated_fraction"]) == TRAIN["epochs"]
-    d2l = _run({"name": "ce"}, training={"name": "d2l", "lid_k": 5, "lid_samples": 100, "lid_batch": 50,
+    d2l = _run({"name": "ce"}, procedure={"name": "d2l", "lid_k": 5, "lid_samples": 100, "lid_batch": 50,
                                      "window": 2, "init_epoch": 1})
     assert len(d2l.history["lid"]) == TRAIN["epochs"] and "d2l_turning_epoch" in d2l.metrics
 

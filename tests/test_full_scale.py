@@ -53,8 +53,8 @@ def smoke(params: dict, table: str, dataset: str) -> dict:
         loss = method.get("loss", {})
         if loss.get("name") == "truncated_lq":
             loss.update(start_epoch=1, interval=1)
-        if method.get("training", {}).get("name") == "d2l":
-            method["training"].update(init_epoch=1, window=2)
+        if method.get("procedure", {}).get("name") == "d2l":
+            method["procedure"].update(init_epoch=1, window=2)
         for phase in ("pretrain", "finetune"):
             method.get(phase, {}).pop("overrides", None)
         pre = method.get("pretrain", {})

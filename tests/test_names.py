@@ -19,7 +19,7 @@ def test_every_main_params_key_is_an_mlflow_param_of_the_same_name(params):
     run = resolve_group(params, "main").runs[0]
     logged = tracking.run_params(run)
     written = {**_leaves("model", params["model"]), **_leaves("loss", params["loss"]),
-               **_leaves("training", params["training"]), **_leaves("train", params["train"]),
+               **_leaves("procedure", params["procedure"]), **_leaves("train", params["train"]),
                "noise.type": params["noise"]["type"], "noise.rate": params["noise"]["rate"],
                "noise.draw": params["noise"]["draw"], "noise.val_fraction": params["noise"]["val_fraction"],
                "seed": params["noise"]["seeds"][0],

@@ -117,12 +117,12 @@ def test_every_loss_resolves_with_good_values(params):
 
 def test_d2l_training_checked(params):
     d2l = {"name": "d2l", "lid_k": 20, "lid_samples": 1280, "lid_batch": 128, "window": 5, "init_epoch": 1}
-    params["training"] = d2l
-    assert resolve_group(params, "main").written.training.model_dump() == d2l
-    params["training"] = {**d2l, "init_epoch": 2}
-    assert "training.init_epoch=2: expected an epoch < train.epochs=2" in _error(params)
-    params["training"] = {"name": "coteaching"}
-    assert "training.name='coteaching'" in _error(params)
+    params["procedure"] = d2l
+    assert resolve_group(params, "main").written.procedure.model_dump() == d2l
+    params["procedure"] = {**d2l, "init_epoch": 2}
+    assert "procedure.init_epoch=2: expected an epoch < train.epochs=2" in _error(params)
+    params["procedure"] = {"name": "coteaching"}
+    assert "procedure.name='coteaching'" in _error(params)
 
 
 def test_per_setting_loss_overrides(params):

@@ -195,8 +195,8 @@ def transition_matrix(loss, realized: np.ndarray | None, num_classes: int, estim
 
 def build(method, train, *, matrix=None, n_fit: int, seed: int, device) -> Standard:
     """The trainer of a spec.methods.SinglePhase under the `train` schedule."""
-    if method.training.name == "d2l":
-        return D2L(method.loss, method.training, train, seed)
+    if method.procedure.name == "d2l":
+        return D2L(method.loss, method.procedure, train, seed)
     if method.loss.name == "truncated_lq":
         return TruncatedLq(method.loss, train, n_fit, device)
     return Standard(method.loss, train, matrix)

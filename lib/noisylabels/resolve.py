@@ -4,11 +4,11 @@
     for run in group.runs: run.setting, run.seed, run.method.loss, group.train, ...
 
 A run group is one method on one data set over a grid of noise settings and seeds:
-- `main`: the top-level sections `data`, `noise`, `model`, `loss`, `training`, `train` (one
+- `main`: the top-level sections `data`, `noise`, `model`, `loss`, `procedure`, `train` (one
   noise setting, several seeds); what `dvc exp run -S loss.alpha=0.1` changes.
 - a paper table group, listed in `groups:` as {table, dataset, method}: its settings come
   from `<table>.noise` (the grid) and `<table>.<dataset>` (model, train and
-  `methods.<method>`: a loss, optional `training` and per-setting `overrides`).
+  `methods.<method>`: a loss, optional `procedure` and per-setting `overrides`).
 - a two-phase group, listed in `two_phase_groups:` the same way: its method has a
   `pretrain` and a `finetune` section, each with optional `overrides`.
 The settings' types, bounds and registries are in spec/; here are only the rules that join
@@ -172,9 +172,9 @@ def _single_phase(key: str, raw: dict, train: Train, dataset: Dataset, settings)
     """A loss, a training procedure, and per-setting changes of the loss."""
     written = check(SinglePhase, key, raw)
     _check_loss(join(key, "loss"), written.loss, train, dataset)
-    training = written.training
-    if training.name == "d2l" and training.init_epoch >= train.epochs:
-        raise ConfigError(f"{join(key, 'training')}.init_epoch={training.init_epoch}: expected an epoch < "
+    procedure = written.procedure
+    if procedure.name == "d2l" and procedure.init_epoch >= train.epochs:
+        raise ConfigError(f"{join(key, 'procedure')}.init_epoch={procedure.init_epoch}: expected an epoch < "
                           f"train.epochs={train.epochs}")
     per_setting = {}
     for setting, (where, merged) in _overrides(key, raw.get("overrides", {}), raw["loss"], settings).items():
@@ -232,7 +232,7 @@ def resolve_group(params: dict, name: str) -> Group:
         setting = NoiseSetting(noise.type, noise.rate)
         check_for_dataset("noise.type", setting, dataset)
         train = check(Train, "train", _require(params, "train"))
-        raw = {"loss": _require(params, "loss"), "training": _require(params, "training")}
+        raw = {"loss": _require(params, "loss"), "procedure": _require(params, "procedure")}
         written, per_setting = _single_phase("", raw, train, dataset, (setting,))  # top-level sections
         group = dict(name=MAIN, table=MAIN, paper=MAIN, method=written.loss.name, dataset=dataset,
                      settings=(setting,), seeds=tuple(noise.seeds), draw=noise.draw, val_fraction=noise.val_fraction,

@@ -1,5 +1,5 @@
 """How a method trains. A *single-phase* method is a loss (spec/losses.py) and a training
-procedure (`training`: standard, or D2L; noisylabels/methods.py); a *two-phase* method is a
+procedure (`procedure`: standard, or D2L; noisylabels/methods.py); a *two-phase* method is a
 phase 1 (`pretrain`: joint optimisation, PENCIL or O2U-Net; noisylabels/two_phase.py, `impl`
 names the class) and a phase 2 (`finetune`) on phase 1's labels or kept samples.
 
@@ -21,7 +21,7 @@ from noisylabels.spec.train import Schedule
 Weight = Annotated[float, Field(ge=0)]
 
 
-# --- training procedures of a single-phase method -----------------------------------------
+# --- training procedures of a single-phase method (`procedure`) -----------------------------------------
 
 
 class Standard(Spec):
@@ -42,13 +42,13 @@ class D2L(Spec):
     init_epoch: Annotated[int, Field(ge=1)]   # no turning point before this epoch
 
 
-TRAININGS = registry(Standard, D2L)
+PROCEDURES = registry(Standard, D2L)
 Overrides = dict[str, dict]  # noise type or setting name -> changed values
 
 
 class SinglePhase(Spec):
     loss: named(LOSSES)
-    training: named(TRAININGS) = Standard()
+    procedure: named(PROCEDURES) = Standard()
     overrides: Overrides = {}
 
 
