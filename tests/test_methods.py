@@ -69,7 +69,8 @@ def test_d2l_waits_for_init_epoch_plus_window(monkeypatch):
 
 
 def test_d2l_lid_on_a_real_model_is_finite():
-    d2l = methods.D2L(typed({"name": "ce"}), typed({**D2L_CFG, "lid_samples": 300, "lid_batch": 100}), typed(TRAIN_10), seed=0)
+    d2l_cfg = typed({**D2L_CFG, "lid_samples": 300, "lid_batch": 100})
+    d2l = methods.D2L(typed({"name": "ce"}), d2l_cfg, typed(TRAIN_10), seed=0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     lid = d2l._lid(model, torch.randn(500, 8))
     assert math.isfinite(lid) and 0 < lid < 16

@@ -4,7 +4,7 @@ import numpy as np
 from noisylabels.metrics import classwise_accuracy, run_metrics
 
 
-def test_best_epoch_is_chosen_on_the_noisy_holdout_not_the_test_set():
+def test_best_epoch_is_chosen_on_the_noisy_val_split_not_the_test_set():
     test_labels = np.array([0, 1, 1, 0])
     test_pred = np.array([[0, 1, 1, 0],   # epoch 1: test 100%
                           [0, 1, 0, 0],   # epoch 2: test 75%

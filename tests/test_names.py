@@ -54,3 +54,16 @@ def test_final_metrics_are_mlflow_metrics_and_report_columns(params):
     for m in metrics.SEED_SUMMARY:
         assert m in final and f"{m}_mean" in columns, m
     assert {"noise_type", "noise_rate"} <= set(columns)  # the model run's tags
+
+
+def test_every_registered_name_has_its_implementation():
+    """Names are registered once, in spec/; the implementation is found by `impl`."""
+    from noisylabels import augment, losses, models, two_phase
+    from noisylabels.spec import losses as loss_specs, methods as method_specs, models as model_specs, train
+
+    for registry, module in ((loss_specs.LOSSES, losses), (method_specs.PRETRAINS, two_phase),
+                             (method_specs.SOFT_LOSSES, two_phase), (train.AUGMENTS, augment)):
+        for name, spec in registry.items():
+            assert callable(getattr(module, spec.impl)), name
+    for name in model_specs.MODELS:
+        assert callable(getattr(models, name)), name

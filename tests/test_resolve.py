@@ -253,7 +253,7 @@ def test_train_options_are_checked(params):
     assert _error(params) == "train.augment.flip='yes': expected true or false"
     params["train"]["augment"] = {"name": "none"}
     params["train"]["normalize"] = "zca"
-    assert _error(params) == "train.normalize='zca': expected channel, pixel_mean or imagenet"
+    assert _error(params) == "train.normalize='zca': expected one of channel, pixel_mean or imagenet"
     params["train"]["normalize"] = "channel"
     params["train"]["l2"] = {"fc1": -1}
     assert _error(params) == "train.l2.fc1=-1: expected a number >= 0"

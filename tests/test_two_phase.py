@@ -40,7 +40,8 @@ def test_cyclical_lr_follows_the_o2u_formula_at_every_epoch():
     assert two_phase.cyclical_lr(c, c, r1, r2) == pytest.approx(r2)  # bottom
     assert two_phase.cyclical_lr(c + 1, c, r1, r2) == two_phase.cyclical_lr(1, c, r1, r2)
     # the method: constant lr and the training batch size first, then the cycle and its batch size
-    m = two_phase.O2U(typed(O2U), typed(TRAIN), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), 2, "cpu", 0.5)
+    zeros = torch.zeros(4, dtype=torch.long)
+    m = two_phase.O2U(typed(O2U), typed(TRAIN), zeros, zeros, 2, "cpu", 0.5)
     assert [m.lr(e) for e in range(1, 7)] == pytest.approx([0.05, 0.05, 0.0055, 0.001, 0.0055, 0.001])
     assert [m.batch_size(e) for e in (2, 3)] == [TRAIN["batch_size"], 2]
 

@@ -206,4 +206,5 @@ def load(path) -> NoisyLabels:
     path = Path(path)
     if not all((path / f).is_file() for f in FILES):
         raise DataError(f"{path}: no noisy labels ({', '.join(FILES)}); run the noise stage first")
-    return NoisyLabels(np.load(path / "noisy.npy"), np.load(path / "val.npy"), json.loads((path / "noise.json").read_text()))
+    info = json.loads((path / "noise.json").read_text())
+    return NoisyLabels(np.load(path / "noisy.npy"), np.load(path / "val.npy"), info)

@@ -26,6 +26,7 @@ import yaml
 from noisylabels.errors import ConfigError
 from noisylabels.spec.base import check, join
 from noisylabels.spec.datasets import DATASETS, Dataset
+from noisylabels.spec.groups import Download, GroupEntry, TableDataset
 from noisylabels.spec.losses import LossSpec
 from noisylabels.spec.methods import SinglePhase, TwoPhase
 from noisylabels.spec.models import ModelSpec
@@ -63,9 +64,13 @@ class Group:
     def runs(self) -> tuple["Run", ...]:
         return tuple(Run(self, s, seed) for s in self.settings for seed in self.seeds)
 
+    def changed_settings(self) -> dict[str, dict]:
+        """setting name -> its method's plain values, for the settings that overrides change."""
+        return {name: m.model_dump(exclude={"overrides"}) for name, m in self.per_setting.items() if m != self.written}
+
     def values(self, method: Method | None = None) -> dict:
         """The resolved settings as plain values, keyed as in params.yaml (the method's
-        sections at the top: loss and training, or pretrain and finetune); `method`: one
+        sections at the top: loss and procedure, or pretrain and finetune); `method`: one
         setting's, else the method as written. MLflow params and group.json are these."""
         return {"dataset": self.dataset.name, "method": self.method, "noise": {"draw": self.draw,
                 "val_fraction": self.val_fraction}, "model": self.model.model_dump(), "train": self.train.model_dump(),
@@ -209,20 +214,6 @@ def _two_phase(key: str, raw: dict, train: Train, dataset: Dataset, settings) ->
     return written, per_setting
 
 
-def _download_listed(params: dict, group: str, dataset: str) -> None:
-    """dvc.yaml makes a download stage per entry of `download`: the group's data set must be one."""
-    if "download" not in params:
-        return
-    download = params["download"]
-    if not isinstance(download, list) or not download or len(set(download)) != len(download):
-        raise ConfigError(f"download={download!r}: expected a list of at least 1 distinct data set names")
-    for i, name in enumerate(download):
-        if name not in DATASETS:
-            raise ConfigError(f"download[{i}]={name!r}: expected one of {', '.join(DATASETS)}")
-    if dataset not in download:
-        raise ConfigError(f"download={download!r}: expected it to list {dataset!r}, the data set of group {group!r}")
-
-
 def resolve_group(params: dict, name: str) -> Group:
     """Check and resolve the settings of run group `name` ("main" or a key of a group list)."""
     if name == MAIN:
@@ -241,15 +232,8 @@ def resolve_group(params: dict, name: str) -> Group:
         kind = next((k for k in GROUP_LISTS if name in (params.get(k) or {})), None)
         if kind is None:
             raise ConfigError(f"group={name!r}: expected main or one of: {', '.join(group_names(params)[1:])}")
-        entry = check(dict, f"{kind}.{name}", params[kind][name])
-        for k in ("table", "dataset", "method"):
-            if k not in entry:
-                raise ConfigError(f"{kind}.{name}.{k}: missing")
-        unknown = sorted(set(entry) - {"table", "dataset", "method"})
-        if unknown:
-            raise ConfigError(f"{kind}.{name}.{unknown[0]}={entry[unknown[0]]!r}: unknown key; "
-                              "allowed keys: table, dataset, method")
-        tkey, ds, mname = entry["table"], entry["dataset"], entry["method"]
+        entry = check(GroupEntry, f"{kind}.{name}", params[kind][name])
+        tkey, ds, mname = entry.table, entry.dataset, entry.method
         if not isinstance(params.get(tkey), dict):
             raise ConfigError(f"{kind}.{name}.table={tkey!r}: expected the name of a table section in params.yaml")
         table = params[tkey]
@@ -258,24 +242,25 @@ def resolve_group(params: dict, name: str) -> Group:
         dkey = f"{tkey}.{ds}"
         if ds not in table:
             raise ConfigError(f"{kind}.{name}.dataset={ds!r}: table {tkey!r} has no section {dkey}")
-        section = check(dict, dkey, table[ds])
-        for k in ("model", "train", "methods"):
-            if k not in section:
-                raise ConfigError(f"{dkey}.{k}: missing")
-        methods = section["methods"] if isinstance(section["methods"], dict) else {}
+        section = check(TableDataset, dkey, table[ds])
+        methods = section.methods
         if mname not in methods:
             raise ConfigError(f"{kind}.{name}.method={mname!r}: expected one of {dkey}.methods: {', '.join(methods)}")
         mkey, raw = f"{dkey}.methods.{mname}", methods[mname]
-        if (isinstance(raw, dict) and "pretrain" in raw) != (kind == "two_phase_groups"):
+        if ("pretrain" in raw) != (kind == "two_phase_groups"):
             raise ConfigError(f"{kind}.{name}.method={mname!r}: a method with pretrain and finetune sections "
                               "belongs under two_phase_groups, a method with a loss under groups")
-        train = check(Train, f"{dkey}.train", section["train"])
+        train = check(Train, f"{dkey}.train", section.train)
         settings = settings_grid(f"{tkey}.noise.settings", noise.settings, dataset)
         resolve_method = _two_phase if kind == "two_phase_groups" else _single_phase
-        written, per_setting = resolve_method(mkey, check(dict, mkey, raw), train, dataset, settings)
+        written, per_setting = resolve_method(mkey, raw, train, dataset, settings)
         group = dict(name=name, table=tkey, paper=str(table.get("paper", tkey)), method=mname, dataset=dataset,
                      settings=settings, seeds=tuple(noise.seeds), draw=noise.draw, val_fraction=noise.val_fraction,
-                     model=check(ModelSpec, f"{dkey}.model", section["model"]), train=train)
-    _download_listed(params, name, dataset.name)
+                     model=check(ModelSpec, f"{dkey}.model", section.model), train=train)
+    if "download" in params:  # dvc.yaml downloads these: the group's data set must be one
+        download = check(Download, "download", params["download"])
+        if dataset.name not in download:
+            raise ConfigError(f"download={download!r}: expected it to list {dataset.name!r}, the data set of "
+                              f"group {name!r}")
     settings = group["settings"]
     return Group(**group, written=written, per_setting={s.name: per_setting.get(s.name, written) for s in settings})

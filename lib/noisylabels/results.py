@@ -36,7 +36,7 @@ def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: 
             torch.save(r.state_dict, tmp / f"{name}.pt")
         write_json(tmp / "group.json", {
             "group": group.name, "table": group.table, "paper": group.paper, **group.values(),
-            "overrides": {name: m.model_dump() for name, m in group.per_setting.items() if m != group.written},
+            "overrides": group.changed_settings(),
             "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
             "mlflow_parent_run_id": parent_run_id,
             "runs": [{"name": run.name, "setting": run.setting.name, "seed": run.seed,

@@ -65,8 +65,8 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, t
                                                     {**tracking.run_tags(run), **extra_tags}, tracking.run_params(run),
                                                     result.history, final, parent_id=parent)
                 trained[run.name] = result
-                h = result.history
-                click.echo(f"{group.name} {run.name}: test acc last {h['test_acc'][-1]:.4f}, max {max(h['test_acc']):.4f}")
+                acc = result.history["test_acc"]
+                click.echo(f"{group.name} {run.name}: test acc last {acc[-1]:.4f}, max {max(acc):.4f}")
         except BaseException:
             tracker.finish(parent, "FAILED")
             raise

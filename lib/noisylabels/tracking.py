@@ -102,9 +102,8 @@ def group_params(group) -> dict[str, str]:
     settings' methods and the grid."""
     values = {**flat(group.values()), "noise.settings": [s.name for s in group.settings],
               "noise.seeds": list(group.seeds)}
-    overrides = {name: m.model_dump(exclude={"overrides"}) for name, m in group.per_setting.items() if m != group.written}
-    if overrides:
-        values["overrides"] = overrides
+    if group.changed_settings():
+        values["overrides"] = group.changed_settings()
     return {k: str(v) for k, v in values.items()}
 
 

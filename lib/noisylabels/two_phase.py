@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from noisylabels import losses, metrics
 from noisylabels.methods import Standard
 from noisylabels.optim import Schedule
+from noisylabels.spec.methods import SOFT_LOSSES
 
 
 def cyclical_lr(t: int, cycle: int, r1: float, r2: float) -> float:
@@ -236,16 +237,15 @@ def reverse_kl(logits, target):
     return (log_p.exp() * (log_p - target.clamp_min(1e-12).log())).sum(dim=1)
 
 
-SOFT_LOSSES = {"kl": kl, "reverse_kl": reverse_kl}
-
-
 class Finetune(Standard):
     """Phase 2 under the finetune section's schedule (spec.methods.Finetune) and the `train`
     section's batch size and optimizer."""
 
     def __init__(self, cfg, train, seed: int):
-        Schedule.__init__(self, train.model_copy(update={k: getattr(cfg, k) for k in ("epochs", "lr", "milestones", "gamma")}))
-        self.loss_fn = SOFT_LOSSES[cfg.loss.name] if cfg.loss.name in SOFT_LOSSES else losses.make_loss(cfg.loss)
+        schedule = {k: getattr(cfg, k) for k in ("epochs", "lr", "milestones", "gamma")}
+        Schedule.__init__(self, train.model_copy(update=schedule))
+        soft = cfg.loss.name in SOFT_LOSSES  # a soft-label loss here, else a loss of losses.py
+        self.loss_fn = globals()[cfg.loss.impl] if soft else losses.make_loss(cfg.loss)
         self.mixup = cfg.mixup
         # its own random stream, so the batch order stays paired with the runs without mixup
         self.rng = np.random.default_rng([seed, 0x319])

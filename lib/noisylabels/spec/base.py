@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from noisylabels.errors import ConfigError
@@ -89,7 +90,7 @@ _ALLOWED = {  # pydantic error type -> what is allowed, from its context
     "int_type": "expected an integer", "bool_type": "expected true or false",
     "string_type": "expected a string", "list_type": "expected a list",
     "dict_type": "expected a mapping", "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping", "literal_error": "expected {expected}",
+    "model_attributes_type": "expected a mapping", "literal_error": "expected one of {expected}",
     "too_short": "expected at least {min_length} item(s)",
     "too_long": "expected at most {max_length} item(s)",
 }

@@ -135,17 +135,20 @@ class KL(Spec):
     """KL(s || p) to phase 1's corrected labels s (Tanaka, seed 002)."""
 
     name: Literal["kl"] = "kl"
+    impl: ClassVar[str] = "kl"  # the function of two_phase.py
 
 
 class ReverseKL(Spec):
     """KL(p || s) (PENCIL)."""
 
     name: Literal["reverse_kl"] = "reverse_kl"
+    impl: ClassVar[str] = "reverse_kl"
 
 
 SOFT_LOSSES = registry(KL, ReverseKL)
 # on kept samples: a loss that needs no transition matrix and no weight schedule
-HARD_FINETUNE_LOSSES = {k: v for k, v in LOSSES.items() if k not in ("forward", "backward", "forward_sl", "truncated_lq")}
+HARD_FINETUNE_LOSSES = {k: v for k, v in LOSSES.items()
+                        if k not in ("forward", "backward", "forward_sl", "truncated_lq")}
 
 
 class Finetune(Schedule):
