@@ -28,7 +28,9 @@ def _jobs(runs: int, epochs: int):
     a = sources.fetch("digits", {"test_fraction": 0.3, "split_seed": 0}, "unused")
     ds = Dataset("digits", a.classes, {}, a.train_images, a.train_labels, a.test_images, a.test_labels)
     params = load_params("params.yaml")
-    params["noise"]["seeds"], params["train"]["epochs"] = list(range(runs)), epochs
+    train = params["train"]
+    params["noise"]["seeds"] = list(range(runs))
+    train.update(epochs=epochs, milestones=[m for m in train["milestones"] if m < epochs])
     g = resolve_group(params, "main")
     noisy, val, records = noise.generate(ds, g.settings, g.seeds, g.draw, g.val_fraction)
     return ds, g, loop.group_jobs(g, noise.NoisyLabels(noisy, val, {"seeds": list(g.seeds), "runs": records}))
