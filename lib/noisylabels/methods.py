@@ -110,9 +110,9 @@ def lid_mle(features: torch.Tensor, k: int) -> torch.Tensor:
 class D2L(Standard):
     history_keys = ("lid", "d2l_alpha")
 
-    def __init__(self, loss, training, train, seed: int):
+    def __init__(self, loss, procedure, train, seed: int):
         super().__init__(loss, train)
-        self.t = training
+        self.t = procedure  # spec.methods.D2L
         # own stream for the LID subsets, so batch order stays paired with the other methods
         self.rng = torch.Generator().manual_seed(seed + 1_000_003)
         self.lids: list[float] = []

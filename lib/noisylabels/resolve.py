@@ -29,7 +29,7 @@ from noisylabels.spec.datasets import DATASETS, Dataset
 from noisylabels.spec.groups import Download, GroupEntry, TableDataset
 from noisylabels.spec.losses import LossSpec
 from noisylabels.spec.methods import SinglePhase, TwoPhase
-from noisylabels.spec.models import ModelSpec
+from noisylabels.spec.models import Model, ModelSpec
 from noisylabels.spec.noise import MainNoise, NoiseSetting, TableNoise, check_for_dataset, settings_grid
 from noisylabels.spec.train import Train
 
@@ -51,7 +51,7 @@ class Group:
     seeds: tuple[int, ...]
     draw: str
     val_fraction: float
-    model: object  # a spec.models settings model
+    model: Model
     train: Train
     written: Method  # the method as written in params.yaml
     per_setting: dict[str, Method]  # setting name -> the method with that setting's overrides applied

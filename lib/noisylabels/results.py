@@ -68,10 +68,10 @@ def load_phase1(path, name: str) -> dict:
     return {k: run[k] for k in ARTEFACTS if k in run}
 
 
-def load_phase1_group(path, group) -> dict:
-    """Phase 1's outputs for the finetune stage: run name -> its artefacts (and its final
-    weights, as `state_dict`, where its finetune section says init: phase1), plus the
-    phase-1 parent run id as `mlflow_parent_run_id`."""
+def load_phase1_group(path, group) -> tuple[dict, str]:
+    """Phase 1's outputs for the finetune stage: (run name -> its artefacts and, where its
+    finetune section says init: phase1, its final weights as `state_dict`; the phase-1
+    MLflow parent run id)."""
     import torch
 
     out = {}
@@ -83,5 +83,4 @@ def load_phase1_group(path, group) -> dict:
         except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
             raise DataError(f"{path}: missing or unreadable phase-1 output of run {run.name!r} "
                             f"({e.__class__.__name__}); run the stage pretrain-two_phase@{group.name} first")
-    out["mlflow_parent_run_id"] = load_group(path)["mlflow_parent_run_id"]
-    return out
+    return out, load_group(path)["mlflow_parent_run_id"]

@@ -39,8 +39,8 @@ def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: st
         labels = noise.load(f"{noisy}/{group_name}")
         phase1, tags = None, {"phase": "1"} if group.two_phase else {}
         if phase1_dir:
-            phase1 = results.load_phase1_group(f"{phase1_dir}/{group_name}", group)
-            tags = {"phase": "2", "phase1_parent_run_id": phase1.pop("mlflow_parent_run_id")}
+            phase1, phase1_parent = results.load_phase1_group(f"{phase1_dir}/{group_name}", group)
+            tags = {"phase": "2", "phase1_parent_run_id": phase1_parent}
         jobs = loop.group_jobs(group, labels, phase1)
         loop.preflight(group, dataset)
     default = "runs" if phase1_dir or not group.two_phase else "phase1"
