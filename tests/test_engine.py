@@ -145,3 +145,10 @@ def test_keras_lr_decay_divides_the_lr_by_one_plus_decay_times_iterations():
     r = train_job(ds, loss={"name": "ce"}, train=train, noisy=ds.train_labels, val=val)
     # 130 samples in batches of 64, 64, 2: steps 0-2 in epoch 1, 3-5 in epoch 2 (lr / 10 after epoch 1)
     assert r.history["lr"] == pytest.approx([0.1 / (1 + 0.01 * 2), 0.01 / (1 + 0.01 * 5)])
+
+
+def test_a_loss_that_turns_nan_stops_the_run_in_that_epoch():
+    from noisylabels.errors import DivergenceError
+
+    with pytest.raises(DivergenceError, match=r"^main symmetric-0.4-s0: diverged in epoch 1: train_loss=nan at lr=1e\+20;"):
+        _run({"name": "sl", "alpha": 0.1, "beta": 1.0, "A": -4.0}, train={"lr": 1e20})

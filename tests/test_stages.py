@@ -104,3 +104,19 @@ def test_pretrain_refuses_a_forget_rate_of_one_before_any_work(tmp_path, params,
                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
     _fails_cleanly(r, "o2u_table.digits.methods.o2u.pretrain.forget_rate=1.0: expected a number in [0, 1)", out)
     assert not (tmp_path / "mlflow.db").exists()  # nothing started, not even a tracking store
+
+
+def test_a_diverging_run_stops_the_stage_with_one_line_and_a_failed_mlflow_run(tmp_path, params, prepared):
+    from mlflow.tracking import MlflowClient
+
+    params["train"]["lr"] = 1e20  # finite, valid, and far too large: the loss turns NaN
+    out = tmp_path / "runs"
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    r = run_stage("pretrain.py", *prepared(params), "--out", out, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": db})
+    assert r.returncode == 2 and not out.exists(), r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]  # beside MLflow's own log
+    assert errors == [r.stderr.strip().splitlines()[-1]]
+    assert "main symmetric-0.4-s0: diverged in epoch 1: train_loss=nan at lr=1e+20" in errors[0]
+    client = MlflowClient(db)
+    runs = client.search_runs([client.get_experiment_by_name("main").experiment_id])
+    assert [run.info.status for run in runs] == ["FAILED"]  # the group's parent; no model run finished

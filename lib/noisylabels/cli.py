@@ -1,7 +1,8 @@
 """What the stage scripts share.
 
 Stages wrap their checks in `stage_errors()`; a ConfigError (bad params), DataError (missing
-or corrupt data) or TrackingError (unusable MLflow store; errors.py has all three) prints
+or corrupt data), DivergenceError (a run's loss is no longer finite) or TrackingError
+(unusable MLflow store; errors.py has them all) prints
 `error: <one line>` to stderr and exits with status 2 before anything is written (outputs
 are written atomically). `groups_from_params` is the all-groups stages' prelude.
 The all-groups stages (noise, evaluate) use `write_per_group`.
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 
 import click
 
-from noisylabels.errors import ConfigError, DataError, TrackingError
+from noisylabels.errors import ConfigError, DataError, DivergenceError, TrackingError
 from noisylabels.io import atomic_dir
 from noisylabels.resolve import group_names, load_params, resolve_group
 
@@ -40,6 +41,6 @@ def write_per_group(groups: list, one: bool, out, root: str, name, write) -> Non
 def stage_errors():
     try:
         yield
-    except (ConfigError, DataError, TrackingError) as e:
+    except (ConfigError, DataError, DivergenceError, TrackingError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -1,4 +1,4 @@
-"""The three errors a stage turns into one line on stderr and exit code 2 (cli.stage_errors).
+"""The errors a stage turns into one line on stderr and exit code 2 (cli.stage_errors).
 
 Each message names the key or file, the value and what is allowed or what to run.
 """
@@ -14,3 +14,7 @@ class DataError(RuntimeError):
 
 class TrackingError(RuntimeError):
     """The MLflow tracking store cannot be used."""
+
+
+class DivergenceError(RuntimeError):
+    """A run whose training loss stopped being a finite number."""

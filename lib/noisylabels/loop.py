@@ -10,12 +10,16 @@ A job is one of three kinds that share one loop (`_fit`): a single-phase method,
 a two-phase method (label correction or O2U-Net's ranking) or its phase 2 (on phase 1's
 corrected labels or kept samples).
 
+A training loss that is no longer finite stops the run at the end of that epoch with a
+DivergenceError (one line: run, epoch, value, learning rate); no NaN reaches an output.
+
 Per-epoch history (also the MLflow metric names, step = epoch):
   lr, train_loss, train_pass_acc_noisy, train_pass_acc_true  (from the training passes),
   val_acc_noisy (held-out noisy split), test_acc, plus the method's own.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +28,7 @@ from tqdm import tqdm
 
 from noisylabels import augment, methods, models, two_phase
 from noisylabels.augment import Images
-from noisylabels.errors import ConfigError
+from noisylabels.errors import ConfigError, DivergenceError
 from noisylabels.noise import RunLabels
 from noisylabels.optim import SGD
 from noisylabels.resolve import Run
@@ -176,6 +180,9 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
         numbers = torch.cat([sums[:2] / seen, sums[2:3] / sums[3], (val_pred == y_val).float().mean()[None],
                              (test_pred == data.test_y).float().mean()[None]]).tolist()  # one sync per epoch
         lr = step_lr  # the history's lr: the last step's (with lr_decay it falls within an epoch)
+        if not math.isfinite(numbers[0]):  # checked once per epoch: the one host sync there is
+            raise DivergenceError(f"{desc}: diverged in epoch {epoch}: train_loss={numbers[0]} at lr={lr:g}; "
+                                  "lower the learning rate (train.lr) or check the labels")
         for key, value in zip(HISTORY_KEYS, [lr, *numbers]):
             history[key].append(float(value))
         for key, value in method.end_epoch(epoch, model, x, y, history["val_acc_noisy"][-1]).items():

@@ -44,14 +44,14 @@ def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: st
         jobs = loop.group_jobs(group, labels, phase1)
         loop.preflight(group, dataset)
     default = "runs" if phase1_dir or not group.two_phase else "phase1"
-    _train_and_log(group, dataset, device, jobs, workers, threads, out or f"data/{default}/{group_name}", tags)
+    with stage_errors():  # a diverged run: one line, the parent run FAILED, nothing written
+        _train_and_log(group, dataset, device, jobs, workers, threads, out or f"data/{default}/{group_name}", tags)
 
 
 def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, threads: int, out: str,
                    extra_tags: dict) -> None:
     with Workers(dataset, device, min(workers, len(jobs)), threads, group.train) as pool:
-        with stage_errors():
-            tracker = tracking.Tracker()  # fails here, before training, if the store is unusable
+        tracker = tracking.Tracker()  # fails here, before training, if the store is unusable
         parent = tracker.start_run(group.table, group.name, {**tracking.group_tags(group), **extra_tags},
                                    tracking.group_params(group))
         run_ids, records, trained = {}, [], {}
