@@ -128,7 +128,7 @@ def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo):
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # noise reruns for any params change, but its labels come out byte-identical, so no other
     # group's training reruns
-    assert ran == {"noise", "pretrain-main", "evaluate", "report"}
+    assert ran == {"validate", "noise", "pretrain-main", "evaluate", "report"}
     parents, _ = _top_level_runs(root, "main")
     assert len(parents) == 2  # one new row in the MLflow UI
     assert parents[0].data.params["loss.alpha"] == "0.1" and parents[0].data.tags["dvc_exp_name"]
@@ -140,4 +140,21 @@ def test_a_finetune_change_reruns_phase_two_only(repo):
     root, env, dvc, _ = repo
     out = _sh([*dvc, "exp", "run", "-S", "o2u_table.digits.methods.o2u.finetune.lr=0.05"], root, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"noise", "finetune@o2u_table-o2u-digits", "evaluate", "report"}
+    assert ran == {"validate", "noise", "finetune@o2u_table-o2u-digits", "evaluate", "report"}
+
+
+def test_a_bad_value_stops_before_any_output_is_removed(repo):
+    root, env, dvc, _ = repo
+    params = root / "params.yaml"
+    good = params.read_text()
+    before = {f: f.read_bytes() for f in (root / "data/noisy/main").iterdir()}
+    params.write_text(good.replace("lr: 0.1", "lr: -1.0", 1))
+    try:
+        r = subprocess.run([*dvc, "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode != 0
+        assert "error: train.lr=-1.0: expected a number > 0" in r.stdout + r.stderr
+        assert "Running stage 'noise'" not in r.stdout + r.stderr
+        assert {f: f.read_bytes() for f in (root / "data/noisy/main").iterdir()} == before
+    finally:
+        params.write_text(good)
+    assert "Running stage" not in _sh([*dvc, "repro"], root, env).replace("Running stage 'validate'", "")

@@ -271,3 +271,23 @@ def test_download_lists_every_data_set_the_groups_use(params):
     assert _error(params) == ("download=['mnist']: expected it to list 'digits', the data set of group 'main'")
     params["download"] = ["svhn"]
     assert _error(params).startswith("download[0]='svhn': expected one of digits, mnist")
+
+
+def test_a_key_written_twice_in_params_yaml_is_refused(tmp_path):
+    from noisylabels.resolve import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("groups:\n  a: {table: t, dataset: digits, method: ce}\n  a: {table: t, dataset: digits, method: sl}\n")
+    with pytest.raises(ConfigError, match=r"key 'a' appears twice in one mapping \(line 3\)"):
+        load_params(path)
+
+
+def test_a_group_listed_in_both_lists_is_refused(params):
+    params["two_phase_groups"]["sce_table1-ce-digits"] = params["groups"]["sce_table1-ce-digits"]
+    assert _error(params, "sce_table1-ce-digits") == (
+        "group='sce_table1-ce-digits': listed twice (main, groups, two_phase_groups); expected one entry")
+
+
+def test_epochs_are_bounded(params):
+    params["train"]["epochs"] = 1_000_000_000  # each epoch's predictions are kept in memory
+    assert _error(params) == "train.epochs=1000000000: expected a number <= 10000"

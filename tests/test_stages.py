@@ -120,3 +120,16 @@ def test_a_diverging_run_stops_the_stage_with_one_line_and_a_failed_mlflow_run(t
     client = MlflowClient(db)
     runs = client.search_runs([client.get_experiment_by_name("main").experiment_id])
     assert [run.info.status for run in runs] == ["FAILED"]  # the group's parent; no model run finished
+
+
+def test_validate_checks_every_group_and_writes_a_constant_file(tmp_path, params, write_params):
+    out = tmp_path / "validated.txt"
+    params["o2u_table"]["digits"]["methods"]["o2u"]["finetune"]["lr"] = float("nan")
+    r = run_stage("validate.py", "--params", write_params(params), "--out", out, cwd=tmp_path)
+    _fails_cleanly(r, "o2u_table.digits.methods.o2u.finetune.lr=nan: expected a finite number", out)
+    params["o2u_table"]["digits"]["methods"]["o2u"]["finetune"]["lr"] = 0.1
+    assert run_stage("validate.py", "--params", write_params(params), "--out", out, cwd=tmp_path).returncode == 0
+    text = out.read_text()
+    params["loss"]["alpha"] = 0.5  # another valid value: the same output, so nothing reruns on its account
+    assert run_stage("validate.py", "--params", write_params(params), "--out", out, cwd=tmp_path).returncode == 0
+    assert out.read_text() == text

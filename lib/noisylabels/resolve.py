@@ -99,14 +99,29 @@ class Run:
         return self.group.settings.index(self.setting), self.group.seeds.index(self.seed)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key written twice in one mapping is an error (plain
+    YAML keeps the last one silently: a group listed twice would run once, with one entry)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {str(path)!r}: not found")
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"params file {str(path)!r}: not valid YAML ({str(e).splitlines()[0]})")
+        raise ConfigError(f"params file {str(path)!r}: not valid YAML ({str(e).strip().splitlines()[0]})")
     if not isinstance(params, dict):
         raise ConfigError(f"params file {str(path)!r}: expected a mapping at the top level")
     return params
@@ -114,7 +129,12 @@ def load_params(path: str | Path) -> dict:
 
 def group_names(params: dict) -> list[str]:
     """Every run group the pipeline trains: main first, then `groups`, then `two_phase_groups`."""
-    return [MAIN, *(params.get("groups") or {}), *(params.get("two_phase_groups") or {})]
+    lists = {kind: check(dict, kind, params.get(kind) or {}) for kind in GROUP_LISTS}
+    both = sorted(set(lists["groups"]) & set(lists["two_phase_groups"]))
+    if both or MAIN in lists["groups"] or MAIN in lists["two_phase_groups"]:
+        name = both[0] if both else MAIN
+        raise ConfigError(f"group={name!r}: listed twice (main, groups, two_phase_groups); expected one entry")
+    return [MAIN, *lists["groups"], *lists["two_phase_groups"]]
 
 
 def _require(params: dict, key: str):
@@ -216,6 +236,7 @@ def _two_phase(key: str, raw: dict, train: Train, dataset: Dataset, settings) ->
 
 def resolve_group(params: dict, name: str) -> Group:
     """Check and resolve the settings of run group `name` ("main" or a key of a group list)."""
+    names = group_names(params)  # each group listed once
     if name == MAIN:
         data = check(dict, "data", _require(params, "data"))
         dataset = dataset_spec(params, check(str, "data.name", data.get("name")), "data.name")
@@ -231,7 +252,7 @@ def resolve_group(params: dict, name: str) -> Group:
     else:
         kind = next((k for k in GROUP_LISTS if name in (params.get(k) or {})), None)
         if kind is None:
-            raise ConfigError(f"group={name!r}: expected main or one of: {', '.join(group_names(params)[1:])}")
+            raise ConfigError(f"group={name!r}: expected main or one of: {', '.join(names[1:])}")
         entry = check(GroupEntry, f"{kind}.{name}", params[kind][name])
         tkey, ds, mname = entry.table, entry.dataset, entry.method
         if not isinstance(params.get(tkey), dict):

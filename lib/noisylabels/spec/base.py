@@ -22,7 +22,8 @@ from noisylabels.errors import ConfigError
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]  # e.g. a noise rate: 1 would leave no clean label
-Epochs = Annotated[int, Field(ge=1)]
+# at most 10,000: each epoch's predictions are kept (data/runs) and plotted
+Epochs = Annotated[int, Field(ge=1, le=10_000)]
 
 
 def _distinct(values: list) -> list:
