@@ -93,6 +93,20 @@ def run_stage(script, *args, cwd, env=None):
                           cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture
+def prepared(tmp_path, write_params):
+    """params, the raw digits and the main group's noisy labels in tmp_path (stage outputs)."""
+    def prepare(p):
+        path = write_params(p)
+        assert run_stage("download.py", "--dataset", "digits", "--params", path, "--out", tmp_path / "raw/digits",
+                         cwd=tmp_path).returncode == 0
+        assert run_stage("noise.py", "--group", "main", "--params", path, "--raw", tmp_path / "raw",
+                         "--out", tmp_path / "noisy/main", cwd=tmp_path).returncode == 0
+        return ["--group", "main", "--params", path, "--raw", tmp_path / "raw", "--noisy", tmp_path / "noisy"]
+
+    return prepare
+
+
 class TinyDataset:
     """Stands in for data.store.Dataset: balanced labels, random images."""
 

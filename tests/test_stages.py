@@ -48,20 +48,6 @@ def test_download_stage_rejects_unknown_dataset(tmp_path, params, write_params):
     _fails_cleanly(r, "dataset='svhn'", out)
 
 
-@pytest.fixture
-def prepared(tmp_path, params, write_params):
-    """params, the raw digits and the main group's noisy labels in tmp_path (stage outputs)."""
-    def prepare(p):
-        path = write_params(p)
-        assert run_stage("download.py", "--dataset", "digits", "--params", path, "--out", tmp_path / "raw/digits",
-                         cwd=tmp_path).returncode == 0
-        assert run_stage("noise.py", "--group", "main", "--params", path, "--raw", tmp_path / "raw",
-                         "--out", tmp_path / "noisy/main", cwd=tmp_path).returncode == 0
-        return ["--group", "main", "--params", path, "--raw", tmp_path / "raw", "--noisy", tmp_path / "noisy"]
-
-    return prepare
-
-
 def test_pretrain_stops_before_training_when_tracking_server_is_down(tmp_path, params, prepared):
     with socket.socket() as s:  # a free loopback port with nothing listening
         s.bind(("127.0.0.1", 0))

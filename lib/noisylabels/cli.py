@@ -9,6 +9,7 @@ The all-groups stages (noise, evaluate) use `write_per_group`.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from contextlib import contextmanager
 
@@ -37,6 +38,29 @@ def write_per_group(groups: list, one: bool, out, root: str, name, write) -> Non
             write(g, tmp / name(g))
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is (see stop_on_signals)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals():
+    """Within: SIGTERM and SIGHUP raise Stopped, so that `finally` and `except` blocks run
+    (workers terminated, MLflow runs ended KILLED, temporary folders removed)."""
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 @contextmanager
 def stage_errors():
     try:
@@ -44,3 +68,8 @@ def stage_errors():
     except (ConfigError, DataError, DivergenceError, TrackingError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt as e:  # Ctrl-C, or Stopped: exit as the signal would, 128 + its number
+        signum = getattr(e, "signum", signal.SIGINT)
+        click.echo(f"error: stopped by {signal.Signals(signum).name}; nothing was written and the MLflow runs "
+                   "of this stage are KILLED; rerun the stage to train again", err=True)
+        sys.exit(128 + signum)

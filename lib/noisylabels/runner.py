@@ -16,7 +16,7 @@ from __future__ import annotations
 import click
 
 from noisylabels import loop, metrics, noise, results, tracking
-from noisylabels.cli import stage_errors
+from noisylabels.cli import stage_errors, stop_on_signals
 from noisylabels.data import store
 from noisylabels.errors import ConfigError
 from noisylabels.resolve import load_params, resolve_group
@@ -44,7 +44,8 @@ def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: st
         jobs = loop.group_jobs(group, labels, phase1)
         loop.preflight(group, dataset)
     default = "runs" if phase1_dir or not group.two_phase else "phase1"
-    with stage_errors():  # a diverged run: one line, the parent run FAILED, nothing written
+    # a diverged run, Ctrl-C, SIGTERM or SIGHUP: one line, the MLflow runs ended, nothing written
+    with stage_errors(), stop_on_signals():
         _train_and_log(group, dataset, device, jobs, workers, threads, out or f"data/{default}/{group_name}", tags)
 
 
@@ -52,10 +53,11 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, t
                    extra_tags: dict) -> None:
     with Workers(dataset, device, min(workers, len(jobs)), threads, group.train) as pool:
         tracker = tracking.Tracker()  # fails here, before training, if the store is unusable
+        tracker.fail_abandoned(group.table, group.name)  # left RUNNING by a killed earlier stage
         parent = tracker.start_run(group.table, group.name, {**tracking.group_tags(group), **extra_tags},
                                    tracking.group_params(group))
         run_ids, records, trained = {}, [], {}
-        try:
+        with tracker.ended_on_error(parent):
             for job, result in zip(jobs, pool.map(jobs)):
                 run = job.run
                 record = metrics.run_record(vars(result), dataset, job.labels, result.artefacts or job.phase1)
@@ -67,9 +69,7 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, t
                 trained[run.name] = result
                 acc = result.history["test_acc"]
                 click.echo(f"{group.name} {run.name}: test acc last {acc[-1]:.4f}, max {max(acc):.4f}")
-        except BaseException:
-            tracker.finish(parent, "FAILED")
-            raise
-    results.save(out, group, trained, run_ids, parent)
-    tracker.log_metrics(parent, metrics.seed_summary(records, [s.name for s in group.settings]))
+    with tracker.ended_on_error(parent):
+        results.save(out, group, trained, run_ids, parent)
+        tracker.log_metrics(parent, metrics.seed_summary(records, [s.name for s in group.settings]))
     tracker.finish(parent)

@@ -8,7 +8,10 @@
 - Runs: one parent run per run group and stage execution, named after the group, so one
   `dvc exp run` is one new row in the UI; nested under it, one run per trained model, named
   "<method>-<dataset>-<noise setting>-s<seed>". Tags: paper, table, group, method, dataset,
-  dvc_stage, dvc_exp_name, git_commit (+ noise_type, noise_rate, seed on a model run).
+  dvc_stage, dvc_exp_name, git_commit, host, pid (+ noise_type, noise_rate, seed on a model
+  run). A run ends FINISHED, FAILED (an error) or KILLED (Ctrl-C, SIGTERM, SIGHUP); one left
+  RUNNING by a killed stage (SIGKILL, a lost machine) is marked FAILED when its group next
+  trains on that host (`fail_abandoned`).
   Params: the resolved settings. A model run has per-epoch metrics (step = epoch) and its
   final metrics; the parent has the final metrics' mean and std over seeds per noise setting,
   and its table (.md, .csv) and figure as artifacts. A two-phase group has a parent per
@@ -18,10 +21,12 @@ mlflow is imported inside the functions: importing it costs about 2 s.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -79,6 +84,8 @@ def group_tags(group) -> dict[str, str]:
         "paper": group.paper, "table": group.table, "group": group.name, "method": group.method,
         "dataset": group.dataset.name, "dvc_stage": os.environ.get("DVC_STAGE", ""),
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "git_commit": _git_commit(project_root()),
+        # which process owns the run while it is RUNNING (Tracker.fail_abandoned)
+        "host": socket.gethostname(), "pid": str(os.getpid()),
     }
 
 
@@ -114,6 +121,21 @@ def run_params(run) -> dict[str, str]:
     return {k: str(v) for k, v in values.items()}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return pid > 0
+
+
+def end_status(error: BaseException) -> str:
+    """KILLED for Ctrl-C, SIGTERM or SIGHUP (cli.Stopped is a KeyboardInterrupt), else FAILED."""
+    return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+
+
 class Tracker:
     """A thin MlflowClient wrapper that applies the conventions above."""
 
@@ -132,6 +154,21 @@ class Tracker:
                 name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
         return self._experiment_ids[name]
 
+    def fail_abandoned(self, experiment: str, group: str) -> list[str]:
+        """Mark FAILED the runs of `group` left RUNNING by a stage process of this host that
+        no longer exists (killed, or its machine restarted); return their ids. A run of a
+        live process (a queued experiment training the same group) is left alone."""
+        from mlflow.entities import RunStatus
+
+        ids = []
+        filter_string = f"tags.group = '{group}' and attributes.status = 'RUNNING'"
+        for run in self.client.search_runs([self.experiment_id(experiment)], filter_string, max_results=10_000):
+            tags = run.data.tags
+            if tags.get("host") == socket.gethostname() and not _alive(int(tags.get("pid", "0"))):
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+                ids.append(run.info.run_id)
+        return ids
+
     def start_run(self, experiment: str, name: str, tags: dict, params: dict) -> str:
         """Create a run with its params; return its id."""
         run_id = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags).info.run_id
@@ -145,9 +182,19 @@ class Tracker:
         transaction, about 10 ms); return its id."""
         run_id = self.start_run(experiment, name, {**tags, "mlflow.parentRunId": parent_id}, {})
         metrics = self._metrics(history, first_step=1) + self._metrics({k: [v] for k, v in final.items()}, 0)
-        self._log(run_id, params, metrics)
+        with self.ended_on_error(run_id):  # Ctrl-C while logging: the run does not stay RUNNING
+            self._log(run_id, params, metrics)
         self.finish(run_id)
         return run_id
+
+    @contextmanager
+    def ended_on_error(self, run_id: str):
+        """Within: an exception or a signal ends the run KILLED or FAILED (end_status)."""
+        try:
+            yield
+        except BaseException as e:
+            self.finish(run_id, end_status(e))
+            raise
 
     @staticmethod
     def _metrics(series: dict[str, list[float]], first_step: int) -> list:

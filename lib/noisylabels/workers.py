@@ -2,21 +2,39 @@
 
 Runs are independent, so `processes` workers (each with `threads` torch threads and its own
 copy of the data set on the device) train them; results come back in job order and are
-identical for any number of workers. Used by runner.train_and_log.
+identical for any number of workers. Used by runner.train_stage.
+
+Workers never outlive the stage: leaving the `with` block on an error or a signal
+terminates them at once, and on Linux the kernel kills them if the stage process dies,
+even by SIGKILL (prctl PR_SET_PDEATHSIG). They ignore Ctrl-C, which the stage handles.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import os
+import signal
+import sys
 
 import torch
 
 from noisylabels import loop
 
 _worker = {}  # per worker process: the data set on its device
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _init_worker(dataset, device_name: str, threads: int, train) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int | None) -> None:
+    if parent_pid is not None:  # a worker process, not the stage itself
+        _die_with_parent(parent_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _worker["data"] = loop.to_tensors(dataset, torch.device(device_name), train)
 
@@ -36,20 +54,22 @@ class Workers:
             # (spawn costs seconds of imports per worker and group); CUDA needs spawn. The
             # parent has run no torch op yet, so no thread pool is forked half-initialised.
             context = multiprocessing.get_context("fork" if torch.device(device).type == "cpu" else "spawn")
-            self.pool = ProcessPoolExecutor(processes, mp_context=context,
-                                            initializer=_init_worker, initargs=(dataset, str(device), threads, train))
-            for _ in range(processes):  # each submit starts one more worker
-                self.pool.submit(int)
+            self.pool = context.Pool(processes, initializer=_init_worker,
+                                     initargs=(dataset, str(device), threads, train, os.getpid()))
         else:
-            _init_worker(dataset, str(device), threads, train)
+            _init_worker(dataset, str(device), threads, train, None)
 
     def map(self, jobs: list[loop.Job]):
         """The jobs' results, in job order, as each is ready."""
-        return self.pool.map(_train, jobs) if self.pool else map(_train, jobs)
+        return self.pool.imap(_train, jobs) if self.pool else map(_train, jobs)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.pool:
-            self.pool.shutdown(cancel_futures=True)
+            if exc_type is None:
+                self.pool.close()
+            else:  # an error or a signal: the other runs stop now
+                self.pool.terminate()
+            self.pool.join()

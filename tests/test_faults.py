@@ -1,0 +1,93 @@
+"""Fault injection on a real pretrain stage: SIGTERM and SIGKILL mid-group.
+
+Each test starts `stages/pretrain.py` on the main group of the tiny params (long enough to
+be killed while training), waits until its MLflow parent run exists, and signals it.
+Marked slow (about a minute in all); CI runs them too.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _client(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def _runs(tmp_path):
+    client = _client(tmp_path)
+    exp = client.get_experiment_by_name("main")
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def _processes_of(tmp_path) -> list[int]:
+    """Live processes whose command line names this test's folder (the stage and its forked workers)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if str(tmp_path).encode() in cmdline and "State:\tZ" not in status:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _start_training(tmp_path, params, prepared):
+    params["train"].update(epochs=2000, milestones=[1000])  # ~50 s per run on digits: time to kill it
+    args = prepared(params)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    env.pop("DVC_ROOT", None)
+    stage = subprocess.Popen([sys.executable, str(REPO / "stages/pretrain.py"), *map(str, args), "--out",
+                              str(tmp_path / "runs")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(r.info.status == "RUNNING" for r in _runs(tmp_path)):  # the parent run: training has begun
+        assert stage.poll() is None and time.monotonic() < deadline, stage.communicate()
+        time.sleep(0.5)
+    time.sleep(1.0)
+    return stage, args
+
+
+def test_sigterm_ends_every_run_killed_and_leaves_no_process_or_folder(tmp_path, params, prepared):
+    stage, _ = _start_training(tmp_path, params, prepared)
+    assert len(_processes_of(tmp_path)) == 3  # the stage and its two workers
+    stage.send_signal(signal.SIGTERM)
+    _, stderr = stage.communicate(timeout=60)
+    assert stage.returncode == 128 + signal.SIGTERM
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "stopped by SIGTERM" in errors[0], stderr
+    assert [r.info.status for r in _runs(tmp_path)] == ["KILLED"]  # the parent; no model run had finished
+    assert _processes_of(tmp_path) == []
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob(".runs.*"))  # no output, no temp folder
+
+
+def test_workers_die_with_a_sigkilled_stage_and_its_run_is_failed_on_the_next_run(tmp_path, params, prepared):
+    stage, args = _start_training(tmp_path, params, prepared)
+    stage.kill()
+    stage.wait(timeout=60)  # not communicate(): orphaned workers would hold its pipes open
+    deadline = time.monotonic() + 3  # at once: each worker still has seconds of its run to train
+    while _processes_of(tmp_path):  # the kernel kills orphaned workers (PR_SET_PDEATHSIG)
+        assert time.monotonic() < deadline, _processes_of(tmp_path)
+        time.sleep(0.2)
+    (abandoned,) = _runs(tmp_path)
+    assert abandoned.info.status == "RUNNING"  # nothing could end it
+    params["train"].update(epochs=2, milestones=[1])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    rerun = subprocess.run([sys.executable, str(REPO / "stages/pretrain.py"), *map(str, prepared(params)), "--out",
+                            str(tmp_path / "runs")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    statuses = {r.info.run_id: r.info.status for r in _runs(tmp_path)}
+    assert statuses[abandoned.info.run_id] == "FAILED"
+    assert "RUNNING" not in statuses.values()
