@@ -33,7 +33,8 @@ def main(group, params_file, raw, noisy, runs, phase1_dir, out):
         datasets = {name: store.load(f"{raw}/{name}") for name in dict.fromkeys(g.dataset.name for g in groups)}
 
         def write(g, path):
-            m = evaluate.group_metrics(g, datasets[g.dataset.name], noise.load(f"{noisy}/{g.name}"),
+            dataset = datasets[g.dataset.name]
+            m = evaluate.group_metrics(g, dataset, noise.load(f"{noisy}/{g.name}", g, len(dataset.train_labels)),
                                        f"{runs}/{g.name}", f"{phase1_dir}/{g.name}")
             write_json(path, m)
             last = ", ".join(f"{r['run']} {r['test_acc_last']:.4f}" for r in m["runs"])

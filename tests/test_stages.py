@@ -77,7 +77,7 @@ def test_finetune_needs_phase_one_output(tmp_path, params, prepared, write_param
     out = tmp_path / "runs"
     r = run_stage("finetune.py", "--group", group, *args[2:], "--phase1", tmp_path / "phase1", "--out", out,
                   cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
-    _fails_cleanly(r, "run the stage pretrain-two_phase@o2u_table-o2u-digits first", out)
+    _fails_cleanly(r, "symmetric-0.4-s0.npz: missing; regenerate it with `dvc repro -f pretrain-two_phase@o2u_table-o2u-digits`", out)
     r = run_stage("finetune.py", *args, "--out", out, cwd=tmp_path)
     _fails_cleanly(r, "group='main': not a two-phase group", out)
 

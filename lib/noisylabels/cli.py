@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import click
 
 from noisylabels.errors import ConfigError, DataError, DivergenceError, TrackingError
-from noisylabels.io import atomic_dir
+from noisylabels.io import atomic_dir, check_writable
 from noisylabels.resolve import group_names, load_params, resolve_group
 
 
@@ -30,6 +30,7 @@ def write_per_group(groups: list, one: bool, out, root: str, name, write) -> Non
     """Call write(group, path) for the one group (path: `out`, or <root>/<name(group)>), or for
     every group into a fresh `root` folder that replaces the old one at the end, so a group
     no longer in params leaves nothing behind and a failure leaves the old folder whole."""
+    check_writable(out or root)
     if one:
         write(groups[0], out or f"{root}/{name(groups[0])}")
         return

@@ -18,8 +18,9 @@ def group_metrics(group, dataset, labels, runs_dir: str, phase1_dir: str) -> dic
     folders of this group."""
     records = []
     for run in group.runs:
-        phase1 = results.load_phase1(phase1_dir, run.name) if group.two_phase else None
-        record = metrics.run_record(results.load_run(runs_dir, run.name), dataset, labels.for_run(run), phase1)
+        phase1 = results.load_phase1(phase1_dir, run.name, group.phase1_stage) if group.two_phase else None
+        arrays = results.load_run(runs_dir, run.name, group.stage)
+        record = metrics.run_record(arrays, dataset, labels.for_run(run), phase1)
         records.append({"run": run.name, "setting": run.setting.name, "seed": run.seed, **record})
     return {
         "group": group.name, "table": group.table, "paper": group.paper, "method": group.method,

@@ -1,7 +1,10 @@
-"""Small file helpers: atomic writes (temporary name, then rename) and checksums.
+"""Small file helpers: atomic writes (temporary name, then rename), checksums, and reads of
+intermediate files that turn damage into one line.
 
 Every stage writes its outputs through these, so a failure never leaves a half-written file
-where DVC or the next stage would take it for a finished one.
+where DVC or the next stage would take it for a finished one. `read_json` and `read_npy`
+name the file and the command that regenerates it when it is missing, truncated or
+garbled; `check_writable` finds an unwritable output folder before any work.
 """
 from __future__ import annotations
 
@@ -12,6 +15,10 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
+
+from noisylabels.errors import DataError
 
 
 # mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual permissions.
@@ -63,3 +70,46 @@ def sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _damaged(path: Path, error: Exception, regenerate: str) -> DataError:
+    reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120]}" if str(error).strip() else \
+        type(error).__name__
+    what = "missing" if isinstance(error, FileNotFoundError) else f"unreadable ({reason})"
+    return DataError(f"{path}: {what}; regenerate it with `{regenerate}`")
+
+
+def read_json(path: str | Path, regenerate: str, keys: tuple[str, ...] = ()) -> dict:
+    """A JSON object with at least `keys`; DataError naming `regenerate` otherwise."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+        missing = [k for k in keys if k not in obj]
+        if missing:
+            raise KeyError(missing[0])
+        return obj
+    except (OSError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError and UnicodeError are ValueErrors
+        raise _damaged(path, e, regenerate) from None
+
+
+def read_npy(path: str | Path, regenerate: str, shape: tuple | None = None) -> np.ndarray:
+    """A .npy array (of `shape`, where given; None in it matches any size); never unpickled."""
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+        if shape is not None and (array.ndim != len(shape) or any(
+                want is not None and got != want for got, want in zip(array.shape, shape))):
+            raise ValueError(f"shape {array.shape}, expected {shape}")
+        return array
+    except (OSError, ValueError, EOFError) as e:
+        raise _damaged(path, e, regenerate) from None
+
+
+def check_writable(path: str | Path) -> None:
+    """DataError if `path` could not be created or replaced (its nearest existing folder is
+    not writable): found before training, not after."""
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise DataError(f"{path}: cannot be written ({folder} is not a writable folder)")

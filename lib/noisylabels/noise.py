@@ -20,7 +20,6 @@ records the realized transition matrix and noise rate.
 """
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from noisylabels.errors import DataError
-from noisylabels.io import atomic_dir, write_json
+from noisylabels.io import atomic_dir, read_json, read_npy, write_json
 
 # class index -> class index; by name in the comments
 _MNIST_MAP = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
@@ -174,9 +173,6 @@ def save(out_dir, group, noisy, val, records) -> None:
         })
 
 
-FILES = ("noisy.npy", "val.npy", "noise.json")
-
-
 @dataclass(frozen=True)
 class RunLabels:
     """What the noise stage gives one run."""
@@ -202,9 +198,15 @@ class NoisyLabels:
                          record["realized_noise_rate"])
 
 
-def load(path) -> NoisyLabels:
-    path = Path(path)
-    if not all((path / f).is_file() for f in FILES):
-        raise DataError(f"{path}: no noisy labels ({', '.join(FILES)}); run the noise stage first")
-    info = json.loads((path / "noise.json").read_text())
-    return NoisyLabels(np.load(path / "noisy.npy"), np.load(path / "val.npy"), info)
+def load(path, group, n_train: int) -> NoisyLabels:
+    """A group's noise stage output, checked against the group (its settings and seeds) and
+    the data set's n_train training samples."""
+    path, regenerate = Path(path), "dvc repro -f noise"
+    settings, seeds = [s.name for s in group.settings], list(group.seeds)
+    info = read_json(path / "noise.json", regenerate, keys=("settings", "seeds", "runs"))
+    if info["settings"] != settings or info["seeds"] != seeds or len(info["runs"]) != len(settings) * len(seeds):
+        raise DataError(f"{path / 'noise.json'}: labels for settings {info['settings']} and seeds {info['seeds']}, "
+                        f"but the group has {settings} and {seeds}; regenerate it with `{regenerate}`")
+    noisy = read_npy(path / "noisy.npy", regenerate, shape=(len(settings), len(seeds), n_train))
+    val = read_npy(path / "val.npy", regenerate, shape=(len(seeds), n_train))
+    return NoisyLabels(noisy, val, info)

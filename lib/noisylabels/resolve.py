@@ -60,6 +60,18 @@ class Group:
     def two_phase(self) -> bool:
         return isinstance(self.written, TwoPhase)
 
+    @property
+    def stage(self) -> str:
+        """The DVC stage that writes this group's final runs (data/runs/<group>)."""
+        if self.name == MAIN:
+            return "pretrain-main"
+        return f"finetune@{self.name}" if self.two_phase else f"pretrain@{self.name}"
+
+    @property
+    def phase1_stage(self) -> str:
+        """A two-phase group's phase-1 stage (data/phase1/<group>)."""
+        return f"pretrain-two_phase@{self.name}"
+
     @cached_property
     def runs(self) -> tuple["Run", ...]:
         return tuple(Run(self, s, seed) for s in self.settings for seed in self.seeds)

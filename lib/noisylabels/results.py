@@ -14,14 +14,13 @@ group.json   the group's resolved settings, its MLflow parent run id, and per ru
 """
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from noisylabels.errors import DataError
-from noisylabels.io import atomic_dir, write_json
+from noisylabels.io import atomic_dir, read_json, write_json
 
 
 def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: str) -> None:
@@ -45,26 +44,28 @@ def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: 
         })
 
 
-def load_group(path) -> dict:
-    if not (Path(path) / "group.json").is_file():
-        raise DataError(f"{path}: no group.json; run the group's training stage first")
-    return json.loads((Path(path) / "group.json").read_text())
+def load_group(path, stage: str) -> dict:
+    """group.json of a training stage's output; `stage`: the DVC stage that writes it."""
+    return read_json(Path(path) / "group.json", f"dvc repro -f {stage}", keys=("mlflow_parent_run_id", "runs"))
 
 
-def load_run(path, name: str) -> dict[str, np.ndarray]:
+def load_run(path, name: str, stage: str) -> dict[str, np.ndarray]:
+    """A run's arrays (<run>.npz, never unpickled); `stage`: the DVC stage that writes it."""
     file = Path(path) / f"{name}.npz"
-    if not file.is_file():
-        raise DataError(f"{file}: missing; run the training stage of {Path(path).name!r} first")
-    with np.load(file) as f:
-        return dict(f)
+    try:
+        with np.load(file, allow_pickle=False) as f:
+            return dict(f)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{file}: {'missing' if isinstance(e, FileNotFoundError) else 'unreadable'}; "
+                        f"regenerate it with `dvc repro -f {stage}`") from None
 
 
 ARTEFACTS = ("labels", "score", "keep")
 
 
-def load_phase1(path, name: str) -> dict:
+def load_phase1(path, name: str, stage: str) -> dict:
     """A two-phase run's phase-1 artefacts."""
-    run = load_run(path, name)
+    run = load_run(path, name, stage)
     return {k: run[k] for k in ARTEFACTS if k in run}
 
 
@@ -76,11 +77,12 @@ def load_phase1_group(path, group) -> tuple[dict, str]:
 
     out = {}
     for run in group.runs:
-        try:
-            out[run.name] = load_phase1(path, run.name)
-            if run.method.finetune.init == "phase1":
-                out[run.name]["state_dict"] = torch.load(Path(path) / f"{run.name}.pt", weights_only=True)
-        except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
-            raise DataError(f"{path}: missing or unreadable phase-1 output of run {run.name!r} "
-                            f"({e.__class__.__name__}); run the stage pretrain-two_phase@{group.name} first")
-    return out, load_group(path)["mlflow_parent_run_id"]
+        out[run.name] = load_phase1(path, run.name, group.phase1_stage)
+        if run.method.finetune.init == "phase1":
+            weights = Path(path) / f"{run.name}.pt"
+            try:
+                out[run.name]["state_dict"] = torch.load(weights, weights_only=True)
+            except (OSError, RuntimeError, ValueError, EOFError) as e:  # a bad zip is a RuntimeError
+                raise DataError(f"{weights}: {'missing' if isinstance(e, FileNotFoundError) else 'unreadable'}; "
+                                f"regenerate it with `dvc repro -f {group.phase1_stage}`") from None
+    return out, load_group(path, group.phase1_stage)["mlflow_parent_run_id"]

@@ -19,6 +19,7 @@ from noisylabels import loop, metrics, noise, results, tracking
 from noisylabels.cli import stage_errors, stop_on_signals
 from noisylabels.data import store
 from noisylabels.errors import ConfigError
+from noisylabels.io import check_writable
 from noisylabels.resolve import load_params, resolve_group
 from noisylabels.workers import Workers
 
@@ -36,17 +37,18 @@ def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: st
                               "two_phase_groups")
         device = loop.resolve_device(group.train.device)
         dataset = store.load(f"{raw}/{group.dataset.name}")
-        labels = noise.load(f"{noisy}/{group_name}")
+        labels = noise.load(f"{noisy}/{group_name}", group, len(dataset.train_labels))
         phase1, tags = None, {"phase": "1"} if group.two_phase else {}
         if phase1_dir:
             phase1, phase1_parent = results.load_phase1_group(f"{phase1_dir}/{group_name}", group)
             tags = {"phase": "2", "phase1_parent_run_id": phase1_parent}
         jobs = loop.group_jobs(group, labels, phase1)
         loop.preflight(group, dataset)
-    default = "runs" if phase1_dir or not group.two_phase else "phase1"
+        out = out or f"data/{'runs' if phase1_dir or not group.two_phase else 'phase1'}/{group_name}"
+        check_writable(out)
     # a diverged run, Ctrl-C, SIGTERM or SIGHUP: one line, the MLflow runs ended, nothing written
     with stage_errors(), stop_on_signals():
-        _train_and_log(group, dataset, device, jobs, workers, threads, out or f"data/{default}/{group_name}", tags)
+        _train_and_log(group, dataset, device, jobs, workers, threads, out, tags)
 
 
 def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, threads: int, out: str,

@@ -144,7 +144,13 @@ class Tracker:
 
         self.uri = check_store(uri)
         self.root = project_root()
-        self.client = MlflowClient(tracking_uri=self.uri)
+        try:  # a truncated or garbled store fails here, before any training
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client.search_experiments(max_results=1)
+        except Exception as e:  # MLflow's and SQLAlchemy's many error types: all one line here
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise TrackingError(f"tracking store {self.uri!r}: unusable ({reason}); move the file aside (a new "
+                                "store is created) or point MLFLOW_TRACKING_URI at a working one") from None
         self._experiment_ids: dict[str, str] = {}  # one lookup per experiment, not one per run
 
     def experiment_id(self, name: str) -> str:

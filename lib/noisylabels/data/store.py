@@ -8,11 +8,11 @@ data/raw/<name>/
                                  then the true labels, -1 where unknown
   meta.json         name, classes, source, image shape, sizes, sha256 of every array file
 
-`load` checks the checksums, so a truncated or edited file stops with one clear line.
+`load` checks meta.json and the checksums, so a missing, truncated or edited file stops with
+one clear line that names the command regenerating it.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from noisylabels.data.sources import Arrays
 from noisylabels.errors import DataError
-from noisylabels.io import atomic_dir, sha256, write_json
+from noisylabels.io import atomic_dir, read_json, read_npy, sha256, write_json
 
 
 @dataclass
@@ -64,21 +64,18 @@ def save(out_dir: str | Path, name: str, arrays: Arrays) -> None:
 
 def load(path: str | Path) -> Dataset:
     path = Path(path)
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
-        raise DataError(f"{meta_path}: missing; run `dvc repro download@{path.name}` first")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{meta_path}: corrupt ({e})") from e
+    regenerate = f"dvc repro -f download@{path.name}"
+    meta = read_json(path / "meta.json", regenerate, keys=("name", "classes", "sha256"))
+    for needed in ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy"):
+        if needed not in meta["sha256"]:
+            raise DataError(f"{path / 'meta.json'}: lists no {needed}; regenerate it with `{regenerate}`")
     arrays = {}
     for file, digest in meta["sha256"].items():
         f = path / file
-        if not f.is_file():
-            raise DataError(f"{f}: missing; rerun `dvc repro download@{path.name}`")
-        if sha256(f) != digest:
-            raise DataError(f"{f}: checksum does not match meta.json (corrupt or edited)")
-        arrays[file.removesuffix(".npy")] = np.load(f)
+        if f.is_file() and sha256(f) != digest:
+            raise DataError(f"{f}: checksum does not match meta.json (corrupt or edited); "
+                            f"regenerate it with `{regenerate}`")
+        arrays[file.removesuffix(".npy")] = read_npy(f, regenerate)
     return Dataset(
         name=meta["name"], classes=meta["classes"], meta=meta,
         train_images=arrays["train_images"], train_labels=arrays["train_labels"],

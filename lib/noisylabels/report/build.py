@@ -14,17 +14,21 @@ import click
 
 from noisylabels import results, tracking
 from noisylabels.cli import stage_errors
-from noisylabels.io import atomic_dir, write_json, write_text
+from noisylabels.io import atomic_dir, check_writable, write_json, write_text
 from noisylabels.report import figures, tables
-from noisylabels.resolve import MAIN, load_params
+from noisylabels.resolve import MAIN, load_params, resolve_group
 
 
 def build(params_file: str, metrics_dir: str, runs_dir: str, out: str) -> None:
-    with stage_errors():
+    out = Path(out)
+    with stage_errors():  # every input read and the store opened before anything is written
         params = load_params(params_file)
         runs, curves = tables.collect(params, metrics_dir)
+        parents = {g: results.load_group(f"{runs_dir}/{g}", resolve_group(params, g).stage)["mlflow_parent_run_id"]
+                   for g in runs["group"].unique()}
+        for folder in ("tables", "figures", "metrics.json"):
+            check_writable(out / folder)
         tracker = tracking.Tracker()
-    out = Path(out)
     summary = tables.summarize(runs)
     written = {}
     with atomic_dir(out / "tables") as tdir, atomic_dir(out / "figures") as fdir:
@@ -39,6 +43,5 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, out: str) -> None:
     write_json(out / "metrics.json", tables.metrics_summary(summary))
     for table, files in written.items():
         for group in runs.loc[runs["table"] == table, "group"].unique():
-            parent = results.load_group(f"{runs_dir}/{group}")["mlflow_parent_run_id"]
-            tracker.log_artifacts(parent, [out / f for f in files])
+            tracker.log_artifacts(parents[group], [out / f for f in files])
         click.echo(f"report: {table} -> {', '.join(str(out / f) for f in files)}")

@@ -8,13 +8,13 @@ noise-detection metrics, each as its own table.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from noisylabels.errors import DataError
+from noisylabels.io import read_json
 from noisylabels.resolve import group_names, resolve_group
 from noisylabels.metrics import DETECTION, LABEL_CORRECTION, SEED_SUMMARY, mean_std
 from noisylabels.report.published import PUBLISHED, UNPUBLISHED
@@ -41,9 +41,7 @@ def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.Dat
     for name in group_names(params):
         g = resolve_group(params, name)
         path = metrics_dir / f"{name}.json"
-        if not path.is_file():
-            raise DataError(f"{path}: missing; run the evaluate stage of group {name!r} first")
-        saved = json.loads(path.read_text())
+        saved = read_json(path, "dvc repro -f evaluate", keys=("runs",))
         by_run, offset = {r["run"]: r for r in saved["runs"]}, saved.get("epoch_offset", 0)
         for run in g.runs:
             if run.name not in by_run:
