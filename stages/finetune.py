@@ -25,9 +25,14 @@ from noisylabels import runner
 @click.option("--out", default=None, help="output folder [default: data/runs/<group>]")
 @click.option("--workers", default=min(2, os.cpu_count() or 1), show_default="min(2, CPU count)",
               help="processes training the group's runs side by side (results do not depend on it)")
+@click.option("--checkpoints", default=None, show_default=".checkpoints/<DVC stage>",
+              help="folder of the runs' checkpoints, kept across a kill, removed when the group is saved")
+@click.option("--checkpoint-every", default="5min", show_default=True,
+              help="how often an unfinished run saves its state: minutes (5min) or epochs (2epochs)")
 @click.option("--threads", default=1, show_default=True, help="CPU threads for torch per worker")
-def main(group, params_file, raw, noisy, phase1_dir, out, workers, threads):
-    runner.train_stage(group, params_file, raw, noisy, out, workers, threads, phase1_dir=phase1_dir)
+def main(group, params_file, raw, noisy, phase1_dir, out, workers, checkpoints, checkpoint_every, threads):
+    runner.train_stage(group, params_file, raw, noisy, out, workers, threads, checkpoints, checkpoint_every,
+                       phase1_dir=phase1_dir)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,49 @@ def test_workers_die_with_a_sigkilled_stage_and_its_run_is_failed_on_the_next_ru
     statuses = {r.info.run_id: r.info.status for r in _runs(tmp_path)}
     assert statuses[abandoned.info.run_id] == "FAILED"
     assert "RUNNING" not in statuses.values()
+
+
+def _outputs(folder: Path) -> dict:
+    """Every array of a training stage's output (npz contents, weights), by file and key."""
+    import numpy as np
+    import torch
+
+    out = {}
+    for f in sorted(folder.glob("*.npz")):
+        with np.load(f) as arrays:
+            out.update({(f.name, k): arrays[k] for k in arrays})
+    for f in sorted(folder.glob("*.pt")):
+        out.update({(f.name, k): v.numpy() for k, v in torch.load(f, weights_only=True).items()})
+    return out
+
+
+def test_a_sigkilled_group_resumes_from_its_checkpoints_and_equals_an_uninterrupted_one(tmp_path, params, prepared):
+    import numpy as np
+
+    params["train"].update(epochs=300, milestones=[150])  # ~7 s per run
+    args = [*map(str, prepared(params)), "--checkpoint-every", "10epochs", "--workers", "1"]  # runs in turn
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    env.pop("DVC_ROOT", None)
+    stage = [sys.executable, str(REPO / "stages/pretrain.py"), *args]
+    whole = subprocess.run([*stage, "--out", str(tmp_path / "whole"), "--checkpoints", str(tmp_path / "ck_whole")],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    killed = subprocess.Popen([*stage, "--out", str(tmp_path / "resumed"), "--checkpoints", str(tmp_path / "ck")],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (list((tmp_path / "ck").glob("*.done.pt")) and list((tmp_path / "ck").glob("*-s1.pt"))):
+        assert killed.poll() is None and time.monotonic() < deadline  # wait: run 1 done, run 2 under way
+        time.sleep(0.1)
+    killed.kill()
+    killed.wait(timeout=60)
+    saved = {f.name: f.stat().st_size for f in (tmp_path / "ck").glob("*.pt")}
+    assert saved and not (tmp_path / "resumed").exists()
+    resumed = subprocess.run([*stage, "--out", str(tmp_path / "resumed"), "--checkpoints", str(tmp_path / "ck")],
+                             cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "main: 1 of 2 runs finished before; training the others" in resumed.stdout  # not retrained
+    a, b = _outputs(tmp_path / "whole"), _outputs(tmp_path / "resumed")
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(np.array_equal(a[k], b[k], equal_nan=True) and a[k].dtype == b[k].dtype for k in a), \
+        [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
+    assert not (tmp_path / "ck").exists()  # removed once the group was saved

@@ -20,6 +20,7 @@ Per-epoch history (also the MLflow metric names, step = epoch):
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from noisylabels import augment, methods, models, two_phase
 from noisylabels.augment import Images
+from noisylabels.checkpoint import Plan
 from noisylabels.errors import ConfigError, DivergenceError
 from noisylabels.noise import RunLabels
 from noisylabels.optim import SGD
@@ -84,6 +86,7 @@ class Job:
     labels: RunLabels
     phase1: dict | None = None
     matrix: np.ndarray | None = None
+    checkpoint: Plan | None = None  # where and when its state is saved; None: never
 
     @property
     def kind(self) -> str:
@@ -125,12 +128,13 @@ def predict(model, x) -> torch.Tensor:
 
 
 def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targets=None,
-         keep: np.ndarray | None = None, desc: str = "") -> RunResult:
+         keep: np.ndarray | None = None, desc: str = "", checkpoint: Plan | None = None) -> RunResult:
     """Train `model` with `method` on the fitted samples (not held out; with `keep`, only those).
 
     targets: what the method's loss compares with, one row per fitted sample (default: the
     noisy labels; soft labels after a label correction). The method sets the schedule
     (method.epochs, method.lr(epoch), method.batch_size(epoch)); `train` the optimizer.
+    checkpoint: the run resumes from its saved state, if any, and saves it as planned.
     """
     device = data.train_x.device
     fit = np.flatnonzero(~labels.val)
@@ -151,7 +155,19 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
     n = len(x)
     history = {k: [] for k in (*HISTORY_KEYS, *method.history_keys)}
     test_preds, val_preds = [], []
-    for epoch in tqdm(range(1, method.epochs + 1), desc=desc, leave=False, disable=None):
+    generators = {"batch_order": batch_order, "draws": draws}
+    saved, first, last_save = checkpoint.load() if checkpoint else None, 1, time.monotonic()
+    if saved:  # resume: everything the next epoch reads, as it was after epoch saved["epoch"]
+        model.load_state_dict(saved["model"])
+        for buffer, value in zip(opt.buffers, saved["optimizer"]):
+            buffer.copy_(value)
+        for key, generator in generators.items():
+            generator.set_state(saved[key])
+        _set_global_rng(device, saved["global_rng"])
+        method.restore(saved["method"])
+        iteration, first, history = saved["iteration"], saved["epoch"] + 1, saved["history"]
+        test_preds, val_preds = [p.to(device) for p in saved["test_preds"]], [p.to(device) for p in saved["val_preds"]]
+    for epoch in tqdm(range(first, method.epochs + 1), desc=desc, leave=False, disable=None):
         model.train()
         lr, bs = method.lr(epoch), method.batch_size(epoch)
         perm = torch.randperm(n, generator=batch_order, device=device)
@@ -187,6 +203,12 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
             history[key].append(float(value))
         for key, value in method.end_epoch(epoch, model, x, y, history["val_acc_noisy"][-1]).items():
             history[key].append(value)
+        if checkpoint and epoch < method.epochs and checkpoint.due(epoch, last_save):
+            checkpoint.save({"epoch": epoch, "iteration": iteration, "model": model.state_dict(),
+                             "optimizer": opt.buffers, "global_rng": _global_rng(device), "method": method.state(),
+                             "history": history, "test_preds": test_preds, "val_preds": val_preds,
+                             **{key: generator.get_state() for key, generator in generators.items()}})
+            last_save = time.monotonic()
     return RunResult(
         history=history,
         test_pred=torch.stack(test_preds).to(torch.int16).cpu().numpy(),
@@ -196,6 +218,18 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
         metrics=method.final_metrics(),
         artefacts=method.artefacts(),
     )
+
+
+def _global_rng(device) -> torch.Tensor:
+    """torch's global generator on `device` (dropout draws from it)."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_global_rng(device, state: torch.Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
 
 
 def _model(group, data: Tensors, seed: int):
@@ -237,7 +271,7 @@ def _single(data: Tensors, job: Job, desc: str) -> RunResult:
     model = _model(run.group, data, run.seed)
     trainer = methods.build(method, run.group.train, matrix=None if matrix is None else torch.from_numpy(matrix),
                             n_fit=int((~labels.val).sum()), seed=run.seed, device=data.train_x.device)
-    result = _fit(data, labels, run.seed, model, trainer, run.group.train, desc=desc)
+    result = _fit(data, labels, run.seed, model, trainer, run.group.train, desc=desc, checkpoint=job.checkpoint)
     result.matrix = matrix
     return result
 
@@ -248,7 +282,8 @@ def _pretrain(data: Tensors, job: Job, desc: str) -> RunResult:
     trainer = two_phase.build_pretrain(run.method.pretrain, run.group.train, noisy=torch.from_numpy(labels.noisy[fit]),
                                        true=data.train_y.cpu()[fit], num_classes=data.num_classes,
                                        noise_rate=run.setting.rate, device=data.train_x.device)
-    return _fit(data, labels, run.seed, _model(run.group, data, run.seed), trainer, run.group.train, desc=desc)
+    return _fit(data, labels, run.seed, _model(run.group, data, run.seed), trainer, run.group.train, desc=desc,
+                checkpoint=job.checkpoint)
 
 
 def _finetune(data: Tensors, job: Job, desc: str) -> RunResult:
@@ -258,7 +293,7 @@ def _finetune(data: Tensors, job: Job, desc: str) -> RunResult:
         model.load_state_dict(job.phase1["state_dict"])
     trainer = two_phase.Finetune(spec, run.group.train, seed=run.seed)
     return _fit(data, job.labels, run.seed, model, trainer, run.group.train,
-                targets=job.phase1.get("labels"), keep=job.phase1.get("keep"), desc=desc)
+                targets=job.phase1.get("labels"), keep=job.phase1.get("keep"), desc=desc, checkpoint=job.checkpoint)
 
 
 def train(data: Tensors, job: Job) -> RunResult:

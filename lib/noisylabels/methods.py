@@ -39,6 +39,29 @@ from noisylabels.optim import Schedule
 
 class Standard(Schedule):
     history_keys: tuple[str, ...] = ()
+    STATE: tuple[str, ...] = ()  # the attributes that change while training (a checkpoint keeps them)
+
+    def state(self) -> dict:
+        """The method's own training state, as tensors and plain values (checkpoint.py)."""
+        out = {}
+        for key in self.STATE:
+            value = getattr(self, key)
+            if isinstance(value, torch.Generator):
+                value = value.get_state()
+            elif isinstance(value, np.random.Generator):
+                value = value.bit_generator.state
+            out[key] = value
+        return out
+
+    def restore(self, state: dict) -> None:
+        for key, value in state.items():
+            current = getattr(self, key)
+            if isinstance(current, torch.Generator):
+                current.set_state(value)
+            elif isinstance(current, np.random.Generator):
+                current.bit_generator.state = value
+            else:
+                setattr(self, key, value)
 
     def __init__(self, loss, train, matrix=None):
         super().__init__(train)
@@ -74,6 +97,7 @@ def probabilities(model, x) -> torch.Tensor:
 
 class TruncatedLq(Standard):
     history_keys = ("truncated_fraction",)
+    STATE = ("weight", "best_acc", "best_state")
 
     def __init__(self, loss, train, n_fit: int, device):
         super().__init__(loss, train)
@@ -109,6 +133,7 @@ def lid_mle(features: torch.Tensor, k: int) -> torch.Tensor:
 
 class D2L(Standard):
     history_keys = ("lid", "d2l_alpha")
+    STATE = ("rng", "lids", "alpha", "turning_epoch", "previous_state")
 
     def __init__(self, loss, procedure, train, seed: int):
         super().__init__(loss, train)

@@ -9,13 +9,17 @@ finishes (params, per-epoch history, and its final metrics, computed by metrics.
 as the evaluate stage computes them), puts the seed summary on the parent, and writes the
 outputs atomically (results.py) only when every run has finished. The final metrics are
 logged here rather than by the evaluate stage because opening MLflow costs a stage about
-3 s, and the training stages open it anyway.
+3 s, and the training stages open it anyway. Runs save checkpoints (checkpoint.py): a rerun
+after a kill resumes the unfinished runs and does not retrain the finished ones.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import click
 
-from noisylabels import loop, metrics, noise, results, tracking
+from noisylabels import checkpoint, loop, metrics, noise, results, tracking
 from noisylabels.cli import stage_errors, stop_on_signals
 from noisylabels.data import store
 from noisylabels.errors import ConfigError
@@ -25,12 +29,15 @@ from noisylabels.workers import Workers
 
 
 def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: str | None, workers: int,
-                threads: int, phase1_dir: str | None = None) -> None:
+                threads: int, checkpoints: str | None, checkpoint_every: str, phase1_dir: str | None = None) -> None:
     """The pretrain stage (phase1_dir None: a single-phase group, or phase 1 of a two-phase
-    one) or the finetune stage (phase 2 of a two-phase group, on phase1_dir's outputs)."""
+    one) or the finetune stage (phase 2 of a two-phase group, on phase1_dir's outputs).
+    checkpoints: the folder of this stage's checkpoints (default .checkpoints/<DVC stage>);
+    checkpoint_every: e.g. 5min or 2epochs (checkpoint.py)."""
     with stage_errors():
         if workers < 1 or threads < 1:
             raise ConfigError(f"--workers={workers} --threads={threads}: expected at least 1 each")
+        every_epochs, every_minutes = checkpoint.parse_every(checkpoint_every)
         group = resolve_group(load_params(params_file), group_name)
         if phase1_dir and not group.two_phase:
             raise ConfigError(f"group={group_name!r}: not a two-phase group; finetune runs the groups of "
@@ -44,24 +51,44 @@ def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: st
             tags = {"phase": "2", "phase1_parent_run_id": phase1_parent}
         jobs = loop.group_jobs(group, labels, phase1)
         loop.preflight(group, dataset)
-        out = out or f"data/{'runs' if phase1_dir or not group.two_phase else 'phase1'}/{group_name}"
+        phase1_only = group.two_phase and not phase1_dir
+        out = out or f"data/{'phase1' if phase1_only else 'runs'}/{group_name}"
+        folder = Path(checkpoints or f".checkpoints/{group.phase1_stage if phase1_only else group.stage}")
         check_writable(out)
+        check_writable(folder / "run.pt")
+        jobs = [replace(job, checkpoint=_plan(job, folder, every_epochs, every_minutes)) for job in jobs]
     # a diverged run, Ctrl-C, SIGTERM or SIGHUP: one line, the MLflow runs ended, nothing written
     with stage_errors(), stop_on_signals():
         _train_and_log(group, dataset, device, jobs, workers, threads, out, tags)
 
 
+def _plan(job: loop.Job, folder: Path, every_epochs, every_minutes) -> checkpoint.Plan:
+    inputs = [job.labels.noisy, job.labels.val, *[(job.phase1 or {}).get(k) for k in results.ARTEFACTS]]
+    key = checkpoint.fingerprint(tracking.run_params(job.run), job.kind, [a for a in inputs if a is not None])
+    return checkpoint.Plan(folder, job.run.name, key, every_epochs, every_minutes)
+
+
 def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, threads: int, out: str,
                    extra_tags: dict) -> None:
-    with Workers(dataset, device, min(workers, len(jobs)), threads, group.train) as pool:
+    """Train the jobs not finished by an earlier, killed execution (checkpoint.py), log every
+    run as it comes, in run order, save the group, and drop its checkpoints."""
+    finished = {job.run.name: job.checkpoint.load_result() for job in jobs}
+    todo = [job for job in jobs if finished[job.run.name] is None]
+    if len(todo) < len(jobs):
+        click.echo(f"{group.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished before; training the others")
+    with Workers(dataset, device, max(1, min(workers, len(todo))), threads, group.train) as pool:
         tracker = tracking.Tracker()  # fails here, before training, if the store is unusable
         tracker.fail_abandoned(group.table, group.name)  # left RUNNING by a killed earlier stage
         parent = tracker.start_run(group.table, group.name, {**tracking.group_tags(group), **extra_tags},
                                    tracking.group_params(group))
         run_ids, records, trained = {}, [], {}
         with tracker.ended_on_error(parent):
-            for job, result in zip(jobs, pool.map(jobs)):
-                run = job.run
+            trained_now = pool.map(todo)
+            for job in jobs:
+                run, saved = job.run, finished[job.run.name]
+                result = loop.RunResult(**saved) if saved else next(trained_now)
+                if not saved:
+                    job.checkpoint.save_result(result)
                 record = metrics.run_record(vars(result), dataset, job.labels, result.artefacts or job.phase1)
                 records.append({"setting": run.setting.name, **record})
                 final = {**result.metrics, **metrics.mlflow_metrics(record, dataset.classes)}
@@ -75,3 +102,4 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, t
         results.save(out, group, trained, run_ids, parent)
         tracker.log_metrics(parent, metrics.seed_summary(records, [s.name for s in group.settings]))
     tracker.finish(parent)
+    checkpoint.remove(jobs[0].checkpoint.folder)

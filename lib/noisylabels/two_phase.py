@@ -94,6 +94,7 @@ class _Phase1(Standard):
 
 class JointOptimization(_Phase1):
     history_keys = LABEL_HISTORY
+    STATE = ("labels", "recent", "slot", "filled")
 
     def __init__(self, cfg, train, noisy, true, num_classes, device, noise_rate):
         super().__init__(cfg, train, noisy, true, num_classes, device)
@@ -129,6 +130,7 @@ class JointOptimization(_Phase1):
 
 class Pencil(_Phase1):
     history_keys = LABEL_HISTORY
+    STATE = ("y_tilde", "epoch")
 
     def __init__(self, cfg, train, noisy, true, num_classes, device, noise_rate):
         super().__init__(cfg, train, noisy, true, num_classes, device)
@@ -165,6 +167,7 @@ class Pencil(_Phase1):
 
 class O2U(_Phase1):
     history_keys = ("detect_auroc", "detect_precision")
+    STATE = ("epoch_loss", "seen", "total", "epoch")
 
     def __init__(self, cfg, train, noisy, true, num_classes, device, noise_rate: float):
         super().__init__(cfg, train, noisy, true, num_classes, device)
@@ -240,6 +243,8 @@ def reverse_kl(logits, target):
 class Finetune(Standard):
     """Phase 2 under the finetune section's schedule (spec.methods.Finetune) and the `train`
     section's batch size and optimizer."""
+
+    STATE = ("rng",)
 
     def __init__(self, cfg, train, seed: int):
         schedule = {k: getattr(cfg, k) for k in ("epochs", "lr", "milestones", "gamma")}
