@@ -22,6 +22,9 @@ from noisylabels import loop
 
 _worker = {}  # per worker process: the data set on its device
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# The stage's handlers for these raise cli.Stopped; a worker must not inherit them. They are
+# blocked while the workers start and unblocked in each worker after its handlers are reset.
+_STAGE_SIGNALS = {signal.SIGTERM, signal.SIGHUP}
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -35,6 +38,9 @@ def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int
     if parent_pid is not None:  # a worker process, not the stage itself
         _die_with_parent(parent_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for s in _STAGE_SIGNALS:  # Pool.terminate's SIGTERM ends a worker quietly
+            signal.signal(s, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STAGE_SIGNALS)
     torch.set_num_threads(threads)
     _worker["data"] = loop.to_tensors(dataset, torch.device(device_name), train)
 
@@ -54,8 +60,12 @@ class Workers:
             # (spawn costs seconds of imports per worker and group); CUDA needs spawn. The
             # parent has run no torch op yet, so no thread pool is forked half-initialised.
             context = multiprocessing.get_context("fork" if torch.device(device).type == "cpu" else "spawn")
-            self.pool = context.Pool(processes, initializer=_init_worker,
-                                     initargs=(dataset, str(device), threads, train, os.getpid()))
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STAGE_SIGNALS)
+            try:
+                self.pool = context.Pool(processes, initializer=_init_worker,
+                                         initargs=(dataset, str(device), threads, train, os.getpid()))
+            finally:  # a signal that came meanwhile reaches the stage now
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         else:
             _init_worker(dataset, str(device), threads, train, None)
 
