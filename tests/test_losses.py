@@ -253,3 +253,16 @@ def test_finite_values_and_gradients_for_huge_and_bf16_logits(name):
 def test_matrix_losses_need_their_matrix():
     with pytest.raises(ValueError, match="transition matrix"):
         losses.make_loss(typed({"name": "forward", **CONFIGS["forward"]}))
+
+
+def test_forward_has_finite_gradients_when_a_column_of_the_matrix_is_zero():
+    # class 0 never becomes a noisy label: q_0 = 0 for every sample, but labels 1, 2 are fine
+    matrix = torch.tensor([[0.0, 0.5, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    logits = torch.randn(4, 3, requires_grad=True)
+    labels = torch.tensor([1, 2, 1, 2])
+    loss = losses.forward_correction(logits, labels, matrix)
+    loss.mean().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(logits.grad).all()
+    p = F.softmax(logits.detach().double(), 1)
+    q = p @ matrix.double()
+    assert torch.allclose(loss.double(), -q.gather(1, labels[:, None]).squeeze(1).log(), atol=1e-6)

@@ -108,9 +108,16 @@ def bootstrap(logits, labels, beta: float, mode: str):
 
 def _corrected_log_q(logits, matrix):
     """log q with q = T^T p, q_j = sum_i p_i T[i, j]: the model predicts the clean class,
-    T maps it to the noisy label it is compared with. log 0 = -inf drops a term."""
+    T maps it to the noisy label it is compared with. log 0 = -inf drops a term.
+
+    A column of T that is all zero (a label no class turns into, e.g. a class absent from a
+    small sample's realized matrix) has q_j = 0. logsumexp over only -inf has a NaN gradient,
+    which would reach every sample through the batch even though no label is j, so such
+    columns are computed on zeros and set to -inf afterwards (no gradient)."""
     log_T = matrix.float().to(logits.device).clamp_min(0).log()
-    return torch.logsumexp(_log_p(logits)[:, :, None] + log_T[None], dim=1)
+    empty = torch.isneginf(log_T).all(dim=0)
+    terms = (_log_p(logits)[:, :, None] + log_T[None]).masked_fill(empty[None, None, :], 0.0)
+    return torch.logsumexp(terms, dim=1).masked_fill(empty[None, :], float("-inf"))
 
 
 def forward_correction(logits, labels, matrix: torch.Tensor):
