@@ -47,6 +47,8 @@ def _processes_of(tmp_path) -> list[int]:
 def _start_training(tmp_path, params, prepared):
     params["train"].update(epochs=2000, milestones=[1000])  # ~50 s per run on digits: time to kill it
     args = prepared(params)
+    # the store exists before the stage starts: polling it must not race the stage creating it
+    _client(tmp_path).search_experiments()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     env.pop("DVC_ROOT", None)
     stage = subprocess.Popen([sys.executable, str(REPO / "stages/pretrain.py"), *map(str, args), "--out",
