@@ -9,9 +9,9 @@ output's text never changes, so a valid change reruns nothing else on its accoun
 """
 import click
 
-from noisylabels.cli import groups_from_params, stage_errors
+from noisylabels.cli import stage_errors
 from noisylabels.io import write_text
-from noisylabels.resolve import dataset_spec, load_params
+from noisylabels.resolve import dataset_spec, group_names, load_params, resolve_group
 
 
 @click.command()
@@ -19,8 +19,8 @@ from noisylabels.resolve import dataset_spec, load_params
 @click.option("--out", default="data/validated.txt", show_default=True)
 def main(params_file, out):
     with stage_errors():
-        groups = groups_from_params(params_file, None)
         params = load_params(params_file)
+        groups = [resolve_group(params, name) for name in group_names(params)]
         for name in params.get("download") or []:
             dataset_spec(params, name, "download")
     write_text(out, "params.yaml: every run group and data set is valid\n")

@@ -109,8 +109,9 @@ def group_params(group) -> dict[str, str]:
     settings' methods and the grid."""
     values = {**flat(group.values()), "noise.settings": [s.name for s in group.settings],
               "noise.seeds": list(group.seeds)}
-    if group.changed_settings():
-        values["overrides"] = group.changed_settings()
+    overrides = group.changed_settings()
+    if overrides:
+        values["overrides"] = overrides
     return {k: str(v) for k, v in values.items()}
 
 
