@@ -23,6 +23,8 @@ def main(dataset, params_file, downloads, out):
         spec = dataset_spec(load_params(params_file), dataset)
         arrays = sources.fetch(dataset, spec.model_dump(), downloads)
         store.save(out or f"data/raw/{dataset}", dataset, arrays)
+    for note in arrays.notes:  # e.g. local files smaller than the published data set; meta.json keeps them
+        click.echo(f"note: {note}")
     click.echo(f"{dataset}: {len(arrays.train_labels)} train, {len(arrays.test_labels)} test, "
                f"{len(arrays.classes)} classes, images {arrays.train_images.shape[1:]}")
 

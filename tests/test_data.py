@@ -2,7 +2,7 @@
 import pickle
 import struct
 import urllib.error
-import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,21 +95,160 @@ def test_corrupt_cifar_batch_is_named(tmp_path):
         sources.fetch("cifar10", {}, tmp_path)
 
 
-def test_download_failure_says_where_to_put_the_archives(tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("network unreachable")
+@pytest.fixture
+def offline(monkeypatch):
+    """Every download fails as it does without network (torchvision's message, several lines)."""
+    from torchvision.datasets import utils
 
-    import torchvision.datasets.cifar as tv_cifar
-    import torchvision.datasets.mnist as tv_mnist
+    def unreachable(url, root, filename=None, md5=None):
+        raise urllib.error.URLError(f"Error downloading {filename}:\nTried {url}, got:\nnetwork unreachable")
 
-    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
-    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    monkeypatch.setattr(utils, "download_url", unreachable)
+
+
+def test_download_failure_says_where_to_put_the_archives(tmp_path, offline):
     with pytest.raises(DataError) as e:
         sources.fetch("mnist", {}, tmp_path)
-    assert "train-images-idx3-ubyte.gz" in str(e.value) and str(tmp_path / "MNIST" / "raw") in str(e.value)
+    assert str(e.value) == (
+        f"dataset 'mnist': download failed (<urlopen error Error downloading train-images-idx3-ubyte.gz: Tried "
+        f"http://yann.lecun.com/exdb/mnist/train-images-idx3-ubyte.gz, got: network unreachable>); without network, "
+        f"put the published archives train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, or the same files uncompressed "
+        f"(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte) into "
+        f"{tmp_path / 'MNIST' / 'raw'}/ and rerun")
     with pytest.raises(DataError) as e:
         sources.fetch("cifar10", {}, tmp_path)
-    assert "cifar-10-python.tar.gz" in str(e.value) and "\n" not in str(e.value)
+    assert "put the published archive cifar-10-python.tar.gz, or the folder cifar-10-batches-py/" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def _gzip_mnist_fixture(root, monkeypatch):
+    """The uncompressed fixture gzipped into the published archive names, with MNIST's
+    published md5s replaced by theirs (what torchvision pins for the real archives)."""
+    import gzip
+    import hashlib
+
+    from torchvision import datasets
+
+    write_mnist_fixture(root, "MNIST")
+    raw, resources = root / "MNIST" / "raw", []
+    for archive, _ in datasets.MNIST.resources:
+        idx = raw / archive.removesuffix(".gz")
+        (raw / archive).write_bytes(gzip.compress(idx.read_bytes(), mtime=0))
+        idx.unlink()
+        resources.append((archive, hashlib.md5((raw / archive).read_bytes()).hexdigest()))
+    monkeypatch.setattr(datasets.MNIST, "resources", resources)
+    return raw, dict(resources)
+
+
+def test_mnist_archive_with_its_published_md5_is_read_and_recorded(tmp_path, monkeypatch, offline):
+    raw, md5 = _gzip_mnist_fixture(tmp_path, monkeypatch)
+    a = sources.fetch("mnist", {}, tmp_path)
+    assert a.train_images.shape == (12, 28, 28, 1) and a.test_labels.tolist() == [0, 1, 2, 3, 4]
+    assert a.files[0] == {"path": str(raw / "train-images-idx3-ubyte.gz"),
+                          "md5": md5["train-images-idx3-ubyte.gz"], "published": True}
+    assert a.source == f"MNIST from the files in {raw}/"
+
+
+def test_mnist_archive_with_another_md5_is_refused_saying_why(tmp_path, monkeypatch, offline):
+    raw, md5 = _gzip_mnist_fixture(tmp_path, monkeypatch)
+    archive = raw / "t10k-labels-idx1-ubyte.gz"
+    archive.write_bytes(archive.read_bytes() + b"\0")
+    import hashlib
+
+    found = hashlib.md5(archive.read_bytes()).hexdigest()
+    with pytest.raises(DataError) as e:
+        sources.fetch("mnist", {}, tmp_path)
+    assert str(e.value).startswith(
+        f"{archive}: checksum mismatch (md5 expected {md5[archive.name]}, found {found}); accepted in {raw}/: the "
+        f"published archives train-images-idx3-ubyte.gz, ")
+
+
+def test_uncompressed_mnist_of_another_size_is_accepted_and_reported(tmp_path, offline):
+    write_mnist_fixture(tmp_path, "MNIST")
+    a = sources.fetch("mnist", {}, tmp_path)
+    assert a.notes == ["mnist: the local files hold 12 training and 5 test images; the published data set has "
+                       "60000 and 10000"]
+    assert [Path(f["path"]).name for f in a.files] == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    assert all("published" not in f and len(f["md5"]) == 32 for f in a.files)  # IDX files have no published md5
+    store.save(tmp_path / "raw", "mnist", a)
+    meta = store.load(tmp_path / "raw").meta
+    assert meta["notes"] == a.notes and meta["files"] == a.files
+
+
+def _tar_cifar_fixture(root, monkeypatch, member=None):
+    """The CIFAR-10 fixture folder packed as the published archive, its md5 pinned in place of
+    the real one; `member` adds one more (name, bytes) entry."""
+    import hashlib
+    import io
+    import shutil
+    import tarfile
+
+    from torchvision import datasets
+
+    folder = write_cifar_fixture(root)
+    archive = root / datasets.CIFAR10.filename
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+        if member:
+            info = tarfile.TarInfo(member[0])
+            info.size = len(member[1])
+            tar.addfile(info, io.BytesIO(member[1]))
+    shutil.rmtree(folder)
+    monkeypatch.setattr(datasets.CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    return archive, folder
+
+
+def test_cifar_archive_is_extracted_and_its_files_recorded(tmp_path, monkeypatch, offline):
+    archive, folder = _tar_cifar_fixture(tmp_path, monkeypatch)
+    a = sources.fetch("cifar10", {}, tmp_path)
+    assert a.train_images.shape == (30, 32, 32, 3) and folder.is_dir()
+    assert a.files[0]["path"] == str(archive) and a.files[0]["published"] is True
+    # the fixture's batches are not the published ones: recorded, and the size reported
+    assert [f["published"] for f in a.files[1:]] == [False] * 7
+    assert a.notes == ["cifar10: the local files hold 30 training and 6 test images; the published data set has "
+                       "50000 and 10000"]
+
+
+def test_cifar_archive_with_a_path_out_of_the_folder_is_not_extracted(tmp_path, monkeypatch, offline):
+    archive, folder = _tar_cifar_fixture(tmp_path, monkeypatch, member=("../escaped.txt", b"outside"))
+    with pytest.raises(DataError, match=rf"^{archive}: cannot be extracted \(OutsideDestinationError"):
+        sources.fetch("cifar10", {}, tmp_path)
+    assert not (tmp_path.parent / "escaped.txt").exists() and not folder.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [archive.name]  # no temporary folder left
+
+
+class _RunsCode:
+    """What a replaced pickle could hold: unpickling it calls a function of the attacker's choice
+    (here open(marker, "w"), which creates the marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path):
+    folder = write_cifar_fixture(tmp_path)
+    marker = tmp_path / "code-ran"
+    with open(folder / "data_batch_2", "wb") as f:
+        pickle.dump({"data": _RunsCode(marker), "labels": []}, f, protocol=2)
+    with pytest.raises(DataError, match=r"data_batch_2 \(UnpicklingError: refused to load io.open\)$"):
+        sources.fetch("cifar10", {}, tmp_path)
+    assert not marker.exists()
+
+
+def test_a_cifar_n_file_that_would_run_code_is_refused(tmp_path):
+    import torch
+
+    write_cifar_fixture(tmp_path)
+    marker = tmp_path / "code-ran"
+    torch.save({"clean_label": _RunsCode(marker)}, tmp_path / "CIFAR-10_human.pt")
+    with pytest.raises(DataError, match=r"CIFAR-10_human.pt \(UnpicklingError: Weights only load failed"):
+        sources.fetch("cifar10n", {}, tmp_path)
+    assert not marker.exists()
 
 
 def test_digits_stratified_split():
@@ -160,7 +299,7 @@ def test_cifar_n_human_labels_joined_by_index(tmp_path, hundred):
     assert (a.train_labels == content["clean_label"]).all()
 
 
-def test_cifar_n_file_that_does_not_match_cifar_stops_with_one_line(tmp_path, monkeypatch):
+def test_cifar_n_file_that_does_not_match_cifar_stops_with_one_line(tmp_path, offline):
     write_cifar_fixture(tmp_path)
     write_cifar_n_fixture(tmp_path, n=29)
     with pytest.raises(DataError, match=r"CIFAR-10_human.pt: clean_label has 29 labels, the CIFAR training set "
@@ -170,11 +309,6 @@ def test_cifar_n_file_that_does_not_match_cifar_stops_with_one_line(tmp_path, mo
     with pytest.raises(DataError, match="clean_label differs from the CIFAR training labels"):
         sources.fetch("cifar10n", {}, tmp_path)
     (tmp_path / "CIFAR-10_human.pt").unlink()
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("network unreachable")
-
-    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
     with pytest.raises(DataError, match=r"download failed .*put CIFAR-10_human.pt into"):
         sources.fetch("cifar10n", {}, tmp_path)
 

@@ -1,4 +1,6 @@
-"""Stage scripts on bad input: one line naming the key, exit code 2, nothing written."""
+"""Stage scripts on bad input: one line naming the key, exit code 2, nothing written; and what
+the download stage records of local files."""
+import json
 import socket
 
 import pytest
@@ -119,3 +121,20 @@ def test_validate_checks_every_group_and_writes_a_constant_file(tmp_path, params
     params["loss"]["alpha"] = 0.5  # another valid value: the same output, so nothing reruns on its account
     assert run_stage("validate.py", "--params", write_params(params), "--out", out, cwd=tmp_path).returncode == 0
     assert out.read_text() == text
+
+
+def test_download_stage_records_local_files_and_reports_a_smaller_data_set(tmp_path, params, write_params):
+    from test_data import write_mnist_fixture
+
+    params["datasets"]["mnist"] = {}
+    write_mnist_fixture(tmp_path / "downloads", "MNIST")
+    r = run_stage("download.py", "--dataset", "mnist", "--params", write_params(params),
+                  "--downloads", tmp_path / "downloads", "--out", tmp_path / "raw", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    note = "mnist: the local files hold 12 training and 5 test images; the published data set has 60000 and 10000"
+    assert r.stdout.splitlines()[0] == f"note: {note}"
+    meta = json.loads((tmp_path / "raw" / "meta.json").read_text())
+    raw = tmp_path / "downloads" / "MNIST" / "raw"
+    assert meta["notes"] == [note] and meta["source"] == f"MNIST from the files in {raw}/"
+    assert [f["path"] for f in meta["files"]] == [str(raw / f) for f in (
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]

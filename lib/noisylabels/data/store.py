@@ -6,7 +6,9 @@ data/raw/<name>/
   [train_coarse_labels.npy, test_coarse_labels.npy]   CIFAR-100 super-class labels
   [train_real_<label set>.npy]   real noisy labels (CIFAR-N, Clothing1M); train_labels are
                                  then the true labels, -1 where unknown
-  meta.json         name, classes, source, image shape, sizes, sha256 of every array file
+  meta.json         name, classes, source, the files read (path, md5, URL if downloaded,
+                    whether the md5 is the published one), notes on what differs from the
+                    published data set, image shape, sizes, sha256 of every array file
 
 `load` checks meta.json and the checksums, so a missing, truncated or edited file stops with
 one clear line that names the command regenerating it.
@@ -54,6 +56,8 @@ def save(out_dir: str | Path, name: str, arrays: Arrays) -> None:
             "name": name,
             "classes": arrays.classes,
             "source": arrays.source,
+            "files": arrays.files,
+            "notes": arrays.notes,
             "image_shape": list(arrays.train_images.shape[1:]),
             "n_train": int(len(arrays.train_labels)),
             "n_test": int(len(arrays.test_labels)),
