@@ -7,12 +7,12 @@ are downloaded into --downloads (or found there when you put them by hand).
 """
 import click
 
-from noisylabels.cli import stage_errors
+from noisylabels.cli import Stage, stage_errors
 from noisylabels.data import sources, store
 from noisylabels.resolve import dataset_spec, load_params
 
 
-@click.command()
+@click.command(cls=Stage)
 @click.option("--dataset", required=True, help="a key of params.yaml `datasets`")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--downloads", default="data/downloads", show_default=True,

@@ -11,12 +11,12 @@ all groups (about 0.1 s each): DVC's cost grows with the number of stages.
 import click
 
 from noisylabels import evaluate, noise
-from noisylabels.cli import groups_from_params, stage_errors, write_per_group
+from noisylabels.cli import Stage, groups_from_params, stage_errors, write_per_group
 from noisylabels.data import store
 from noisylabels.io import write_json
 
 
-@click.command()
+@click.command(cls=Stage)
 @click.option("--group", default=None, help="only this group (main, or a key of `groups` / `two_phase_groups`)")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--raw", default="data/raw", show_default=True)

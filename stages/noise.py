@@ -13,11 +13,11 @@ folder only, so it reruns only when its labels change.
 import click
 
 from noisylabels import noise
-from noisylabels.cli import groups_from_params, stage_errors, write_per_group
+from noisylabels.cli import Stage, groups_from_params, stage_errors, write_per_group
 from noisylabels.data import store
 
 
-@click.command()
+@click.command(cls=Stage)
 @click.option("--group", default=None, help="only this group (main, or a key of `groups` / `two_phase_groups`)")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--raw", default="data/raw", show_default=True, help="folder of the download stage's outputs")

@@ -16,22 +16,24 @@ import os
 import click
 
 from noisylabels import runner
+from noisylabels.cli import Stage
 
 
-@click.command()
+@click.command(cls=Stage)
 @click.option("--group", required=True, help="main, or a key of params.yaml `groups` or `two_phase_groups`")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--raw", default="data/raw", show_default=True)
 @click.option("--noisy", default="data/noisy", show_default=True)
 @click.option("--out", default=None,
               help="output folder [default: data/runs/<group>, or data/phase1/<group> for a two-phase group]")
-@click.option("--workers", default=min(2, os.cpu_count() or 1), show_default="min(2, CPU count)",
+@click.option("--workers", default=min(2, os.cpu_count() or 1), type=click.IntRange(min=1),
+              show_default="min(2, CPU count)",
               help="processes training the group's runs side by side (results do not depend on it)")
 @click.option("--checkpoints", default=None, show_default=".checkpoints/<DVC stage>",
               help="folder of the runs' checkpoints, kept across a kill, removed when the group is saved")
 @click.option("--checkpoint-every", default="5min", show_default=True,
               help="how often an unfinished run saves its state: minutes (5min) or epochs (2epochs)")
-@click.option("--threads", default=1, show_default=True,
+@click.option("--threads", default=1, type=click.IntRange(min=1), show_default=True,
               help="CPU threads for torch per worker. One thread keeps CPU results identical "
                    "whatever the machine's core count (the thread count changes float summation "
                    "order); speed comes from separate processes (benchmarks/threads.py)")

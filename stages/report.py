@@ -6,10 +6,11 @@ What is built, and how, is in lib/noisylabels/report/ (build.py, tables.py, figu
 """
 import click
 
+from noisylabels.cli import Stage
 from noisylabels.report.build import build
 
 
-@click.command()
+@click.command(cls=Stage)
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--metrics", "metrics_dir", default="reports/metrics", show_default=True,
               help="folder of the evaluate stage's outputs")

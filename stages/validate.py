@@ -9,12 +9,12 @@ output's text never changes, so a valid change reruns nothing else on its accoun
 """
 import click
 
-from noisylabels.cli import stage_errors
+from noisylabels.cli import Stage, stage_errors
 from noisylabels.io import write_text
 from noisylabels.resolve import dataset_spec, group_names, load_params, resolve_group
 
 
-@click.command()
+@click.command(cls=Stage)
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--out", default="data/validated.txt", show_default=True)
 def main(params_file, out):

@@ -1,9 +1,8 @@
-"""Stage scripts on bad input: one line naming the key, exit code 2, nothing written; and what
-the download stage records of local files."""
+"""Stage scripts on bad input that needs the earlier stages' outputs (data, noisy labels, an
+MLflow store): one line, exit code 2, nothing written; and what the download stage records
+of local files. Bad params and options alone are in test_bad_inputs.py."""
 import json
 import socket
-
-import pytest
 
 from conftest import run_stage
 
@@ -15,39 +14,11 @@ def _fails_cleanly(result, expect, out):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("section,key,value,expect", [
-    ("data", "name", "imagenet", "data.name='imagenet'"),
-    ("noise", "type", "gaussian", "noise.type='gaussian'"),
-    ("noise", "rate", 1.2, "noise.rate=1.2"),
-    ("loss", "name", "focal", "loss.name='focal'"),
-])
-def test_noise_stage_rejects_bad_params(tmp_path, params, write_params, section, key, value, expect):
-    params[section][key] = value
-    out = tmp_path / "out"
-    r = run_stage("noise.py", "--group", "main", "--params", write_params(params), "--out", out, cwd=tmp_path)
-    _fails_cleanly(r, expect, out)
-
-
-def test_noise_stage_rejects_asymmetric_without_map(tmp_path, params, write_params):
-    params["data"]["name"] = "cifar4"
-    params["datasets"]["cifar4"] = {"classes": ["cat", "deer", "dog", "horse"]}
-    params["noise"]["type"] = "asymmetric"
-    out = tmp_path / "out"
-    r = run_stage("noise.py", "--group", "main", "--params", write_params(params), "--out", out, cwd=tmp_path)
-    _fails_cleanly(r, "no asymmetric class map", out)
-
-
 def test_noise_stage_needs_the_downloaded_data(tmp_path, params, write_params):
     out = tmp_path / "out"
     r = run_stage("noise.py", "--group", "main", "--params", write_params(params), "--raw", tmp_path / "raw",
                   "--out", out, cwd=tmp_path)
     _fails_cleanly(r, "meta.json: missing", out)
-
-
-def test_download_stage_rejects_unknown_dataset(tmp_path, params, write_params):
-    out = tmp_path / "out"
-    r = run_stage("download.py", "--dataset", "svhn", "--params", write_params(params), "--out", out, cwd=tmp_path)
-    _fails_cleanly(r, "dataset='svhn'", out)
 
 
 def test_pretrain_stops_before_training_when_tracking_server_is_down(tmp_path, params, prepared):

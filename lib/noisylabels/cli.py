@@ -4,7 +4,8 @@ Stages wrap their checks in `stage_errors()`; a ConfigError (bad params), DataEr
 or corrupt data), DivergenceError (a run's loss is no longer finite) or TrackingError
 (unusable MLflow store; errors.py has them all) prints
 `error: <one line>` to stderr and exits with status 2 before anything is written (outputs
-are written atomically). `groups_from_params` is the all-groups stages' prelude.
+are written atomically); `Stage` makes a bad command-line option the same one line.
+`groups_from_params` is the all-groups stages' prelude.
 The all-groups stages (noise, evaluate) use `write_per_group`.
 """
 from __future__ import annotations
@@ -18,6 +19,22 @@ import click
 from noisylabels.errors import ConfigError, DataError, DivergenceError, TrackingError
 from noisylabels.io import atomic_dir, check_writable
 from noisylabels.resolve import group_names, load_params, resolve_group
+
+
+class Stage(click.Command):
+    """A stage script's command (`@click.command(cls=Stage)`): a bad option (`--workers 0`, a
+    misspelt name, a missing `--group`) prints `error: <click's message>` and exits 2, as a
+    bad params.yaml value does, instead of click's usage block. --help is unchanged."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:  # called from Python (tests): click's own behaviour
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)  # --help returns 0
 
 
 def groups_from_params(params_file: str, group: str | None) -> list:

@@ -133,7 +133,10 @@ def load_params(path: str | Path) -> dict:
     try:
         params = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"params file {str(path)!r}: not valid YAML ({str(e).strip().splitlines()[0]})")
+        mark = getattr(e, "problem_mark", None)  # where the parser gave up: the line to look at
+        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError(f"params file {str(path)!r}: not valid YAML ({where}{problem})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"params file {str(path)!r}: expected a mapping at the top level")
     return params

@@ -35,8 +35,6 @@ def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: st
     checkpoints: the folder of this stage's checkpoints (default .checkpoints/<DVC stage>);
     checkpoint_every: e.g. 5min or 2epochs (checkpoint.py)."""
     with stage_errors():
-        if workers < 1 or threads < 1:
-            raise ConfigError(f"--workers={workers} --threads={threads}: expected at least 1 each")
         every_epochs, every_minutes = checkpoint.parse_every(checkpoint_every)
         group = resolve_group(load_params(params_file), group_name)
         if phase1_dir and not group.two_phase:

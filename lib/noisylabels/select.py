@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from noisylabels.cli import stage_errors
+from noisylabels.cli import Stage, stage_errors
 import yaml
 
 from noisylabels.errors import ConfigError
@@ -68,7 +68,7 @@ def rewrite(text: str, blocks: dict[str, list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-@click.command()
+@click.command(cls=Stage)
 @click.argument("selections", nargs=-1, required=True)
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 def main(selections, params_file):
