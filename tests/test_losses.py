@@ -226,6 +226,26 @@ def test_normalized_losses_by_formula(batch):
     assert torch.allclose(loss("ngce", logits, y).double(), ngce, atol=1e-5)
 
 
+def test_nfl_with_apl_gradient_is_a_reweighted_ce_gradient(batch):
+    """APL's code: d/dz [-(1 - p_y)^g log p_y / Z] with (1 - p_y)^g and Z held constant,
+    i.e. (1 - p_y)^g / Z times CE's gradient; the value is the full formula's."""
+    logits, y = batch
+    z = logits.double().requires_grad_()
+    apl = losses.normalized_focal_loss(z, y, 0.5, gradient="apl")
+    (grad,) = torch.autograd.grad(apl.sum(), z)
+    log_p = F.log_softmax(logits.double(), 1)
+    p = log_p.exp()
+    weight = ((1 - p.gather(1, y[:, None])) ** 0.5).squeeze(1) / (-(1 - p) ** 0.5 * log_p).sum(1)
+    ce_grad = p - F.one_hot(y, K).double()  # d(-log p_y)/dz
+    assert torch.allclose(grad, weight[:, None] * ce_grad, atol=1e-7)
+    assert torch.equal(apl, losses.normalized_focal_loss(logits.double(), y, 0.5))
+    (full,) = torch.autograd.grad(losses.normalized_focal_loss(z, y, 0.5).sum(), z)
+    assert not torch.allclose(full, grad, atol=1e-4)  # the paper's formula differentiates both
+    rce = losses.reverse_cross_entropy(z, y, -4.0)
+    (combined,) = torch.autograd.grad(losses.nfl_rce(z, y, 2.0, 3.0, 0.5, -4.0, "apl").sum(), z)
+    assert torch.allclose(combined, 2 * grad + 3 * torch.autograd.grad(rce.sum(), z)[0], atol=1e-5)  # float32 inside
+
+
 def test_apl_combinations(batch):
     logits, y = batch
     nce, nfl = loss("nce", logits, y), loss("nfl", logits, y)

@@ -166,8 +166,15 @@ def normalized_cross_entropy(logits, labels):
     return _pick(log_p, labels) / log_p.sum(dim=1)
 
 
-def normalized_focal_loss(logits, labels, gamma: float):
-    focal = -torch.exp(gamma * _log_one_minus_p(logits)) * _log_p(logits)
+def normalized_focal_loss(logits, labels, gamma: float, gradient: str = "full"):
+    """NFL = FL(p, y) / sum_k FL(p, k), FL(p, k) = -(1 - p_k)^gamma log p_k. gradient="apl":
+    as APL's code, the focal factor and the normaliser do not carry gradient (spec NFL)."""
+    log_p = _log_p(logits)
+    factor = torch.exp(gamma * _log_one_minus_p(logits))
+    if gradient == "apl":
+        factor = factor.detach()
+        return _pick(-factor * log_p, labels) / (-factor * log_p).sum(dim=1).detach()
+    focal = -factor * log_p
     return _pick(focal, labels) / focal.sum(dim=1)
 
 
@@ -188,12 +195,13 @@ def nce_mae(logits, labels, alpha: float, beta: float):
     return alpha * normalized_cross_entropy(logits, labels) + beta * _apl_mae(logits, labels)
 
 
-def nfl_rce(logits, labels, alpha: float, beta: float, gamma: float, A: float):
-    return alpha * normalized_focal_loss(logits, labels, gamma) + beta * reverse_cross_entropy(logits, labels, A)
+def nfl_rce(logits, labels, alpha: float, beta: float, gamma: float, A: float, gradient: str = "full"):
+    return (alpha * normalized_focal_loss(logits, labels, gamma, gradient)
+            + beta * reverse_cross_entropy(logits, labels, A))
 
 
-def nfl_mae(logits, labels, alpha: float, beta: float, gamma: float):
-    return alpha * normalized_focal_loss(logits, labels, gamma) + beta * _apl_mae(logits, labels)
+def nfl_mae(logits, labels, alpha: float, beta: float, gamma: float, gradient: str = "full"):
+    return alpha * normalized_focal_loss(logits, labels, gamma, gradient) + beta * _apl_mae(logits, labels)
 
 
 def make_loss(spec, matrix: torch.Tensor | None = None):

@@ -139,10 +139,21 @@ class NCE(Loss):
     impl = "normalized_cross_entropy"
 
 
-class NFL(Loss):
+class Focal(Loss):
+    """The normalised focal loss's settings, shared by NFL and its APL combinations.
+
+    gradient: `full` differentiates the formula (the APL paper's NFL); `apl` is what APL's
+    code trains with: the focal factor (1 - p_y)^gamma and the normaliser are constants of
+    the gradient, which is then CE's gradient reweighted by (1 - p_y)^gamma / normaliser.
+    The loss's value is the same."""
+
+    gamma: NonNegative
+    gradient: Literal["full", "apl"] = "full"
+
+
+class NFL(Focal):
     name: Literal["nfl"] = "nfl"
     impl = "normalized_focal_loss"
-    gamma: NonNegative
 
 
 class NGCE(Loss):
@@ -166,21 +177,19 @@ class NCEMAE(Loss):
     beta: Weight
 
 
-class NFLRCE(Loss):
+class NFLRCE(Focal):
     name: Literal["nfl_rce"] = "nfl_rce"
     impl = "nfl_rce"
     alpha: Weight
     beta: Weight
-    gamma: NonNegative
     A: LogZero
 
 
-class NFLMAE(Loss):
+class NFLMAE(Focal):
     name: Literal["nfl_mae"] = "nfl_mae"
     impl = "nfl_mae"
     alpha: Weight
     beta: Weight
-    gamma: NonNegative
 
 
 LOSSES = registry(CE, ScaledCE, RCE, SL, LSR, LSRSL, Bootstrap, Forward, Backward, ForwardSL, MAE, GCE, TruncatedLq,
