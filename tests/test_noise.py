@@ -36,6 +36,14 @@ def test_symmetric_all_keeps_some_chosen_labels():
         assert (noisy[y == c] != c).sum() == 450
 
 
+def test_exact_halves_round_up_in_every_class():
+    # CIFAR-100 symmetric-all 0.5: 0.5 * 99/100 * 500 = 247.5 flips per class; summing the
+    # off-diagonal row in floating point once gave 247 for 4 classes and 248 for the others
+    y = np.repeat(np.arange(100), 500)
+    noisy = _flip(y, "symmetric-all", 0.5, C=100)
+    assert (np.bincount(y[noisy != y], minlength=100) == 248).all()
+
+
 def test_asymmetric_digits_map():
     y = np.repeat(np.arange(10), 100)
     noisy = _flip(y, "asymmetric", 0.3, class_map=noise.ASYMMETRIC_MAPS["digits"])
