@@ -46,7 +46,7 @@ TINY_PARAMS = {
                       "milestones": [1], "gamma": 0.1, "device": "cpu"},
             "methods": {
                 "o2u": {"pretrain": {"name": "o2u", "epochs": 1, "lr": 0.1, "cyclic_epochs": 2, "cycle": 2, "r1": 0.1,
-                                     "r2": 0.01, "cyclic_batch_size": 32, "forget_rate": "noise_rate"},
+                                     "r2": 0.01, "cyclic_batch_size": 32, "forget_rate": "realized_noise_rate"},
                         "finetune": {"loss": {"name": "ce"}, "mixup": 0.0, "init": "scratch", "epochs": 2, "lr": 0.1,
                                      "milestones": [1], "gamma": 0.1}},
                 "improved": {"pretrain": {"name": "joint", "alpha": 1.2, "beta": 0.8, "labels": "soft", "start_epoch": 1,
@@ -126,9 +126,10 @@ class TinyDataset:
 
 
 def make_job(*, loss=None, pretrain=None, finetune=None, phase1=None, procedure=None, train=None, model=None,
-             seed=0, noisy, val, realized=None, rate=0.4, dataset="digits"):
+             seed=0, noisy, val, realized=None, rate=0.4, realized_rate=None, dataset="digits"):
     """A loop.Job resolved from the tiny params with these sections: a single-phase run
-    (loss, training) or a two-phase one (pretrain, finetune; with phase1 its phase 2)."""
+    (loss, training) or a two-phase one (pretrain, finetune; with phase1 its phase 2).
+    rate: the setting's nominal rate; realized_rate: the labels' share of wrong ones (rate)."""
     from noisylabels.loop import group_jobs
     from noisylabels.noise import NoisyLabels
     from noisylabels.resolve import resolve_group
@@ -150,8 +151,8 @@ def make_job(*, loss=None, pretrain=None, finetune=None, phase1=None, procedure=
         p["two_phase_groups"] = {"g": {"table": "o2u_table", "dataset": dataset, "method": "m"}}
         group = resolve_group(p, "g")
     realized = np.eye(group.dataset.num_classes) if realized is None else realized
-    labels = NoisyLabels(noisy[None, None], val[None], {"seeds": [seed], "runs": [
-        {"realized_matrix": realized.tolist(), "realized_noise_rate": rate}]})
+    record = {"realized_matrix": realized.tolist(), "realized_noise_rate": rate if realized_rate is None else realized_rate}
+    labels = NoisyLabels(noisy[None, None], val[None], {"seeds": [seed], "runs": [record]})
     (job,) = group_jobs(group, labels, None if phase1 is None else {group.runs[0].name: phase1})
     return job
 

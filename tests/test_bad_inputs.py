@@ -168,7 +168,7 @@ PARAMS = [  # (id, edit, the error line's text after "error: ", in full or (endi
     ("negative forget rate", at(f"{O2U}.pretrain.forget_rate", -0.1),
      "o2u_table.digits.methods.o2u.pretrain.forget_rate=-0.1: ..."),
     ("forget rate as a word", at(f"{O2U}.pretrain.forget_rate", "half"),
-     "o2u_table.digits.methods.o2u.pretrain.forget_rate='half': ...noise_rate (the setting's rate) or gmm..."),
+     "o2u_table.digits.methods.o2u.pretrain.forget_rate='half': ...realized_noise_rate (the run's share of wrong labels) or gmm..."),
     ("cycle 0", at(f"{O2U}.pretrain.cycle", 0), "o2u_table.digits.methods.o2u.pretrain.cycle=0: expected a number >= 1"),
     ("cycle longer than the cyclic epochs", at(f"{O2U}.pretrain.cycle", 3),
      "o2u_table.digits.methods.o2u.pretrain.cycle=3: expected at most..."),

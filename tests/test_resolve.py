@@ -119,4 +119,4 @@ def test_o2u_cannot_forget_an_unknown_noise_rate(params):
     params["o2u_table"]["cifar10n"] = params["o2u_table"].pop("digits")
     params["datasets"]["cifar10n"] = {}
     params["two_phase_groups"] = {"g": {"table": "o2u_table", "dataset": "cifar10n", "method": "o2u"}}
-    assert "forget_rate='noise_rate': real noisy labels have no known noise rate" in _error(params, "g")
+    assert "forget_rate='realized_noise_rate': real noisy labels have no known noise rate" in _error(params, "g")

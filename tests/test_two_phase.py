@@ -71,10 +71,11 @@ def test_o2u_centres_each_epochs_losses_accumulates_and_removes_the_top():
 
 def test_o2u_forget_rate_options():
     n = torch.zeros(10, dtype=torch.long)
-    by_rate = two_phase.O2U(typed({**O2U, "forget_rate": "noise_rate"}), typed(TRAIN), n, n, 2, "cpu", noise_rate=0.3)
+    by_rate = two_phase.O2U(typed({**O2U, "forget_rate": "realized_noise_rate"}), typed(TRAIN), n, n, 2, "cpu",
+                           realized_noise_rate=0.3)
     score = np.arange(10.0)
     assert np.flatnonzero(by_rate.removed(score)).tolist() == [7, 8, 9]
-    by_gmm = two_phase.O2U(typed({**O2U, "forget_rate": "gmm"}), typed(TRAIN), n, n, 2, "cpu", noise_rate=0.3)
+    by_gmm = two_phase.O2U(typed({**O2U, "forget_rate": "gmm"}), typed(TRAIN), n, n, 2, "cpu", realized_noise_rate=0.3)
     rng = np.random.default_rng(0)
     bimodal = np.r_[rng.normal(0, 0.1, 70), rng.normal(3, 0.1, 30)]
     assert np.flatnonzero(by_gmm.removed(bimodal)).tolist() == list(range(70, 100))
@@ -185,6 +186,11 @@ def test_pretrain_then_finetune_hands_over_labels_masks_and_weights():
     keep = o2u.artefacts["keep"]
     assert keep.sum() == n_fit - round(0.5 * n_fit) and len(o2u.history["lr"]) == 6
     assert np.isnan(o2u.history["detect_auroc"][:2]).all() and np.isfinite(o2u.history["detect_auroc"][2:]).all()
+    # the known-rate assumption removes the run's share of wrong labels, not the nominal rate
+    # (asymmetric 0.4 flips about 0.2 of digits' labels)
+    known = train_job(ds, pretrain={**O2U, "forget_rate": "realized_noise_rate"}, finetune=ce,
+                      **{**common, "rate": 0.4, "realized_rate": 0.2})
+    assert (~known.artefacts["keep"]).sum() == round(0.2 * n_fit)
     # phase 2 on the kept samples only, predictions still for every fitted sample
     r = train_job(ds, pretrain=O2U, finetune=ce, phase1={"keep": keep}, **common)
     assert r.train_pred.shape == (n_fit,) and len(r.history["test_acc"]) == 2

@@ -281,7 +281,7 @@ def _pretrain(data: Tensors, job: Job, desc: str) -> RunResult:
     fit = np.flatnonzero(~labels.val)
     trainer = two_phase.build_pretrain(run.method.pretrain, run.group.train, noisy=torch.from_numpy(labels.noisy[fit]),
                                        true=data.train_y.cpu()[fit], num_classes=data.num_classes,
-                                       noise_rate=run.setting.rate, device=data.train_x.device)
+                                       realized_noise_rate=labels.realized_noise_rate, device=data.train_x.device)
     return _fit(data, labels, run.seed, _model(run.group, data, run.seed), trainer, run.group.train, desc=desc,
                 checkpoint=job.checkpoint)
 

@@ -230,9 +230,9 @@ def _two_phase(key: str, raw: dict, train: Train, dataset: Dataset, settings) ->
     sections = {k: check(dict, join(key, k), v) if k in ("pretrain", "finetune") else v for k, v in raw.items()}
     written = check(TwoPhase, key, {k: {o: v for o, v in s.items() if o != "overrides"} if isinstance(s, dict) else s
                                     for k, s in sections.items()})
-    if written.pretrain.name == "o2u" and written.pretrain.forget_rate == "noise_rate" and any(
+    if written.pretrain.name == "o2u" and written.pretrain.forget_rate == "realized_noise_rate" and any(
             s.type == "real" for s in settings):
-        raise ConfigError(f"{key}.pretrain.forget_rate='noise_rate': real noisy labels have no known noise "
+        raise ConfigError(f"{key}.pretrain.forget_rate='realized_noise_rate': real noisy labels have no known noise "
                           "rate; expected a number in [0, 1) or gmm")
     changed: dict[str, dict] = {}
     for phase in ("pretrain", "finetune"):

@@ -19,8 +19,10 @@ Phase 1 (the pretrain stage of a two-phase group; `build_pretrain(cfg, ...)`):
   s(t) = (1 + ((t - 1) mod c)) / c, r(t) = (1 - s(t)) r1 + s(t) r2 (t counted from 1 within
   the cyclical phase); each cyclical epoch the per-sample training-pass losses are centred
   (minus their mean) and accumulated; the samples with the largest mean centred loss, a
-  `forget_rate` fraction, are removed. forget_rate: a number in [0, 1), `noise_rate` (the
-  setting's nominal rate: the known-rate assumption of O2U-Net and seed 004) or `gmm` (no
+  `forget_rate` fraction, are removed. forget_rate: a number in [0, 1), `realized_noise_rate`
+  (the run's share of wrong labels: the known-rate assumption of O2U-Net and seed 004; under
+  asymmetric noise about half the nominal rate on digits and CIFAR-10, since only the
+  mapped classes flip, and r (C-1)/C under symmetric-all) or `gmm` (no
   known rate: a two-component Gaussian mixture on the scores; the samples more likely in
   the high-loss component are removed, as DivideMix separates clean and noisy samples).
 
@@ -96,7 +98,7 @@ class JointOptimization(_Phase1):
     history_keys = LABEL_HISTORY
     STATE = ("labels", "recent", "slot", "filled")
 
-    def __init__(self, cfg, train, noisy, true, num_classes, device, noise_rate):
+    def __init__(self, cfg, train, noisy, true, num_classes, device, realized_noise_rate):
         super().__init__(cfg, train, noisy, true, num_classes, device)
         self.labels = F.one_hot(self.noisy_dev, num_classes).float()
         # training-pass predictions of the last `window` epochs, one slot per epoch (a ring);
@@ -132,7 +134,7 @@ class Pencil(_Phase1):
     history_keys = LABEL_HISTORY
     STATE = ("y_tilde", "epoch")
 
-    def __init__(self, cfg, train, noisy, true, num_classes, device, noise_rate):
+    def __init__(self, cfg, train, noisy, true, num_classes, device, realized_noise_rate):
         super().__init__(cfg, train, noisy, true, num_classes, device)
         self.y_tilde = cfg.init_scale * F.one_hot(self.noisy_dev, num_classes).float()
         self.epoch, self.batch = 1, None
@@ -169,10 +171,10 @@ class O2U(_Phase1):
     history_keys = ("detect_auroc", "detect_precision")
     STATE = ("epoch_loss", "seen", "total", "epoch")
 
-    def __init__(self, cfg, train, noisy, true, num_classes, device, noise_rate: float):
+    def __init__(self, cfg, train, noisy, true, num_classes, device, realized_noise_rate: float):
         super().__init__(cfg, train, noisy, true, num_classes, device)
         self.epochs = cfg.total_epochs
-        self.forget = noise_rate if cfg.forget_rate == "noise_rate" else cfg.forget_rate
+        self.forget = realized_noise_rate if cfg.forget_rate == "realized_noise_rate" else cfg.forget_rate
         self.epoch_loss = torch.zeros(len(noisy), device=device)
         self.seen = torch.zeros(len(noisy), dtype=torch.bool, device=device)
         self.total = torch.zeros(len(noisy), device=device)
@@ -219,9 +221,10 @@ class O2U(_Phase1):
         return {"score": score.astype(np.float32), "keep": ~self.removed(score)}
 
 
-def build_pretrain(cfg, train, *, noisy, true, num_classes: int, noise_rate: float, device) -> _Phase1:
+def build_pretrain(cfg, train, *, noisy, true, num_classes: int, realized_noise_rate: float,
+                   device) -> _Phase1:
     """The phase-1 method of a `pretrain` section (its `impl` names the class here)."""
-    return globals()[cfg.impl](cfg, train, noisy, true, num_classes, device, noise_rate)
+    return globals()[cfg.impl](cfg, train, noisy, true, num_classes, device, realized_noise_rate)
 
 
 def _kl(log_p, target):

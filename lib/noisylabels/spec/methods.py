@@ -98,8 +98,9 @@ class Pencil(Phase1):
 
 
 class O2U(Phase1):
-    """forget_rate: the share of samples to remove: a number, the setting's nominal noise
-    rate (`noise_rate`), or `gmm` (no known rate: a two-component Gaussian mixture)."""
+    """forget_rate: the share of samples to remove: a number, the run's share of wrong labels
+    (`realized_noise_rate`: the known-rate assumption), or `gmm` (no known rate: a
+    two-component Gaussian mixture)."""
 
     name: Literal["o2u"] = "o2u"
     impl = "O2U"
@@ -108,7 +109,7 @@ class O2U(Phase1):
     r1: Positive
     r2: Positive
     cyclic_batch_size: Annotated[int, Field(ge=2)]
-    forget_rate: Union[Literal["noise_rate", "gmm"], float]
+    forget_rate: Union[Literal["realized_noise_rate", "gmm"], float]
 
     @property
     def total_epochs(self) -> int:
@@ -117,9 +118,10 @@ class O2U(Phase1):
     @field_validator("forget_rate", mode="before")
     @classmethod
     def _share_or_rule(cls, value):
-        if value in ("noise_rate", "gmm") or (type(value) in (int, float) and 0 <= value < 1):
+        if value in ("realized_noise_rate", "gmm") or (type(value) in (int, float) and 0 <= value < 1):
             return value
-        raise ValueError("expected a number in [0, 1), noise_rate (the setting's rate) or gmm (no known rate)")
+        raise ValueError("expected a number in [0, 1), realized_noise_rate (the run's share of wrong labels) or gmm "
+                         "(no known rate)")
 
     @model_validator(mode="after")
     def _cycle_within_cyclic_epochs(self):
