@@ -218,6 +218,17 @@ def test_label_correction_and_detection_metrics_on_hand_made_masks():
     assert d["detect_auroc"] == pytest.approx(7 / 9)
 
 
+def test_detection_f1_is_zero_when_nothing_removed_is_wrong():
+    is_noisy = np.array([True, True, False, False])
+    score = np.array([0.1, 0.2, 0.9, 0.8])
+    d = metrics.detection(score, np.array([False, False, True, True]), is_noisy)
+    assert (d["detect_precision"], d["detect_recall"], d["detect_f1"]) == (0.0, 0.0, 0.0)
+    none_removed = metrics.detection(score, np.zeros(4, dtype=bool), is_noisy)
+    assert np.isnan(none_removed["detect_precision"]) and none_removed["detect_f1"] == 0.0
+    clean = metrics.detection(score, np.zeros(4, dtype=bool), np.zeros(4, dtype=bool))
+    assert np.isnan(clean["detect_f1"]) and np.isnan(clean["detect_recall"])
+
+
 def test_auroc_matches_sklearn_with_ties():
     from sklearn.metrics import roc_auc_score
 

@@ -68,11 +68,13 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
 
 
 def detection(score: np.ndarray, removed: np.ndarray, is_noisy: np.ndarray) -> dict[str, float]:
-    """How well the removed samples (and the score ranking) find the wrong labels."""
-    hits = float(np.sum(removed & is_noisy))
-    precision = hits / removed.sum() if removed.any() else float("nan")
-    recall = hits / is_noisy.sum() if is_noisy.any() else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
+    """How well the removed samples (and the score ranking) find the wrong labels. Precision
+    is undefined (NaN) when nothing is removed, recall when no label is wrong; F1 = 2TP /
+    (2TP + FP + FN) is 0 when nothing removed is wrong, NaN only when both are empty."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, _ = precision_recall_fscore_support(is_noisy, removed, average="binary",
+                                                               zero_division=np.nan)
     return {"detect_precision": float(precision), "detect_recall": float(recall), "detect_f1": float(f1),
             "detect_auroc": auroc(score, is_noisy), "kept_fraction": float(1 - np.mean(removed))}
 
