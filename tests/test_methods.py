@@ -40,7 +40,7 @@ def _tiny_model(weight):
 
 def test_d2l_turning_point_rolls_back_and_bootstraps(monkeypatch):
     d2l = methods.D2L(typed({"name": "ce"}), typed(D2L_CFG), typed(TRAIN_10), seed=0)
-    lids = iter([5.0, 4.0, 3.0, 3.1, 2.9, 3.0, 6.0, 7.0])
+    lids = iter([5.0, 4.0, 3.0, 3.1, 2.9, 3.0, 6.0, 2.0])
     monkeypatch.setattr(d2l, "_lid", lambda model, x: next(lids))
     model, x, y = _tiny_model([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
     for epoch in range(1, 7):  # LIDs 5 .. 3.0: no turn (2 sigma of the window is not exceeded)
@@ -56,6 +56,10 @@ def test_d2l_turning_point_rolls_back_and_bootstraps(monkeypatch):
     expected = methods.losses.bootstrap(logits, labels, d2l.alpha, "hard")
     loss, out_logits = d2l.batch_loss(lambda x: x, logits, labels, None)  # an identity "model"
     assert torch.equal(loss, expected) and torch.equal(out_logits, logits)
+    # alpha_i = exp(-(i / T) LID_i / min_{j < i} LID_j): the minimum over the *previous* epochs
+    # (D2L, Ma et al. 2018), so a new lowest LID gives alpha below exp(-i / T)
+    out = d2l.end_epoch(8, model, x, y, 0.5)
+    assert out["d2l_alpha"] == pytest.approx(math.exp(-(8 / 10) * 2.0 / 2.9))
 
 
 def test_d2l_waits_for_init_epoch_plus_window(monkeypatch):

@@ -176,7 +176,8 @@ class D2L(Standard):
         if self.turning_epoch is None:
             self.previous_state = copy.deepcopy(model.state_dict())
         else:
-            self.alpha = math.exp(-(epoch / self.epochs) * self.lids[-1] / min(self.lids))
+            # alpha_i = exp(-(i / T) LID_i / min_{j < i} LID_j): the previous epochs' minimum
+            self.alpha = math.exp(-(epoch / self.epochs) * self.lids[-1] / min(self.lids[:-1]))
         return {"lid": self.lids[-1], "d2l_alpha": self.alpha}
 
     def final_metrics(self):
