@@ -30,6 +30,16 @@ def test_output_shapes():
         assert m(torch.zeros(4, *shape)).shape == (4, 10)
 
 
+@pytest.mark.parametrize("name,shape", [("sce_mnist_cnn", (1, 28, 28)), ("sce_cifar10_cnn", (3, 32, 32)),
+                                        ("coteaching_cnn", (3, 32, 32)), ("sce_resnet44", (3, 32, 32))])
+def test_a_new_model_is_in_training_mode_with_untouched_batch_norm_statistics(name, shape):
+    model = models.build_model(typed({"name": name}), shape, 10)
+    assert model.training
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            assert m.num_batches_tracked == 0 and (m.running_mean == 0).all() and (m.running_var == 1).all()
+
+
 def test_sce_cifar10_cnn_has_3136_inputs_to_fc1():
     m = models.build_model(typed({"name": "sce_cifar10_cnn"}), (3, 32, 32), 10)
     assert m.fc1[1].in_features == 3136

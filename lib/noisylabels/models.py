@@ -53,8 +53,12 @@ class _ConvNet(nn.Module):
     def __init__(self, features: nn.Sequential, in_shape, hidden: int, num_classes: int):
         super().__init__()
         self.features = features
+        # fc1's input size from one pass of a blank image, in eval mode: in training mode it
+        # would update the batch-norm running statistics once before training starts
+        features.eval()
         with torch.no_grad():
             flat = features(torch.zeros(1, *in_shape)).numel()
+        features.train()
         self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
         self.fc2 = nn.Linear(hidden, num_classes)
         for m in self.modules():
