@@ -131,6 +131,11 @@ PARAMS = [  # (id, edit, the error line's text after "error: ", in full or (endi
      "train.normalize='zca': expected one of channel, pixel_mean or imagenet"),
     ("negative l2", at("train.l2", {"fc1": -1}), "train.l2.fc1=-1: expected a number >= 0"),
     ("negative lr decay", at("train.lr_decay", -1e-4), "train.lr_decay=-0.0001: expected a number >= 0"),
+    ("unknown schedule", at("train.schedule", "linear"), "train.schedule='linear': expected one of step or cosine"),
+    ("cosine with milestones", at("train.schedule", "cosine"), "train.milestones=[1]: expected [] with schedule: cosine"),
+    ("final lr above the lr", at("train.lr_min", 0.5), "train.lr_min=0.5: expected a number below lr=0.1"),
+    ("zero gradient clip", at("train.grad_clip", 0), "train.grad_clip=0: expected a number > 0"),
+    ("nesterov as a word", at("train.nesterov", "on"), "train.nesterov='on': expected true or false"),
     # the data sets
     ("data set without its settings", at("data.name", "mnist"), "datasets.mnist: missing..."),
     ("cifar4 unknown class", both(cifar4, at("datasets.cifar4.classes", ["cat", "wolf"])),

@@ -12,7 +12,7 @@ from noisylabels.optim import SGD
 from noisylabels.resolve import resolve_group
 from noisylabels.workers import Workers
 
-from conftest import TINY_PARAMS, TinyDataset, train_job
+from conftest import TINY_PARAMS, TinyDataset, train_job, typed
 
 TRAIN = TINY_PARAMS["train"]
 
@@ -97,13 +97,14 @@ def test_forward_gets_the_realized_or_estimated_matrix():
     assert est.matrix.shape == (10, 10) and np.allclose(est.matrix.sum(1), 1)
 
 
-def test_sgd_matches_torch_optim_sgd():
+@pytest.mark.parametrize("nesterov,grad_clip", [(False, None), (True, None), (False, 0.5), (True, 5.0)])
+def test_sgd_matches_torch_optim_sgd(nesterov, grad_clip):
     torch.manual_seed(0)
     a = torch.nn.Linear(5, 3)
     b = torch.nn.Linear(5, 3)
     b.load_state_dict(a.state_dict())
-    ours = SGD(a.named_parameters(), momentum=0.9, weight_decay=1e-3)
-    ref = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    ours = SGD(a.named_parameters(), momentum=0.9, weight_decay=1e-3, nesterov=nesterov, grad_clip=grad_clip)
+    ref = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=nesterov)
     x = torch.randn(8, 5)
     for step in range(5):
         lr = 0.1 if step < 3 else 0.01
@@ -111,9 +112,26 @@ def test_sgd_matches_torch_optim_sgd():
             g["lr"] = lr
         ours.zero_grad(), ref.zero_grad()
         a(x).square().sum().backward(), b(x).square().sum().backward()
+        if grad_clip is not None:  # APL's code: clip, then the optimizer's step
+            norm = torch.nn.utils.clip_grad_norm_(b.parameters(), grad_clip, foreach=True)
+            assert step > 0 or norm > grad_clip  # the clip acts
         ours.step(lr), ref.step()
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def test_cosine_schedule_is_torchs_cosine_annealing_stepped_per_epoch():
+    from noisylabels.optim import Schedule
+
+    train = typed({**TRAIN, "epochs": 7, "lr": 0.01, "milestones": [], "schedule": "cosine", "lr_min": 1e-3})
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7, eta_min=1e-3)
+    for epoch in range(1, 8):
+        assert Schedule(train).lr(epoch) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+        opt.step()
+        ref.step()
+    with pytest.raises(Exception, match="expected \\[\\] with schedule: cosine"):
+        typed({**TRAIN, "milestones": [1], "schedule": "cosine"})
 
 
 def test_keras_l2_on_one_layer_is_its_penalty_in_the_loss():

@@ -1,10 +1,14 @@
-"""The optimizer and the step schedule of the `train` section (spec/train.py).
+"""The optimizer and the learning-rate schedule of the `train` section (spec/train.py).
 
-SGD is torch.optim.SGD's update (L2 weight decay added to the gradient, then momentum) as
-four foreach ops. torch.optim's first step imports torch._dynamo, 1.3 s in every worker
-process of every stage; this is the same arithmetic without it (a test compares them).
+SGD is torch.optim.SGD's update (gradient-norm clipping, L2 weight decay added to the
+gradient, momentum, optionally Nesterov's) as a few foreach ops. torch.optim's first step
+imports torch._dynamo, 1.3 s in every worker process of every stage; this is the same
+arithmetic without it (tests compare it with torch.optim.SGD and clip_grad_norm_, the
+cosine schedule with torch's CosineAnnealingLR).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -12,14 +16,18 @@ from noisylabels.errors import ConfigError
 
 
 class Schedule:
-    """A schedule's epochs, step learning rate and batch size (spec.train.Schedule / Train)."""
+    """A schedule's epochs, learning rate and batch size (spec.train.Schedule / Train)."""
 
     def __init__(self, train):
         self.train, self.epochs = train, train.epochs
 
     def lr(self, epoch: int) -> float:
-        """lr times gamma for every milestone already passed (epochs from 1; [] = constant)."""
+        """Epochs count from 1. step: lr times gamma for every milestone already passed ([] =
+        constant); cosine: lr_min + (lr - lr_min)(1 + cos(pi (epoch - 1) / epochs)) / 2, what
+        CosineAnnealingLR(T_max=epochs, eta_min=lr_min) gives when stepped once per epoch."""
         t = self.train
+        if t.schedule == "cosine":
+            return t.lr_min + (t.lr - t.lr_min) * (1 + math.cos(math.pi * (epoch - 1) / t.epochs)) / 2
         return t.lr * t.gamma ** sum(epoch > m for m in t.milestones)
 
     def batch_size(self, epoch: int) -> int:
@@ -35,10 +43,11 @@ class SGD:
     CNN, on every kernel of its ResNet-44.
     """
 
-    def __init__(self, named_params, momentum: float, weight_decay: float, l2: dict | None = None):
+    def __init__(self, named_params, momentum: float, weight_decay: float, l2: dict | None = None,
+                 nesterov: bool = False, grad_clip: float | None = None):
         named = [(n, p) for n, p in named_params if p.requires_grad]
         self.params = [p for _, p in named]
-        self.momentum, self.weight_decay = momentum, weight_decay
+        self.momentum, self.weight_decay, self.nesterov, self.grad_clip = momentum, weight_decay, nesterov, grad_clip
         self.buffers = [torch.zeros_like(p) for p in self.params]
         self.l2_index, self.l2_coef = [], []
         for prefix, c in (l2 or {}).items():
@@ -55,7 +64,8 @@ class SGD:
     @classmethod
     def for_train(cls, model, train) -> "SGD":
         """The optimizer a `train` section asks for."""
-        return cls(model.named_parameters(), train.momentum, train.weight_decay, train.l2)
+        return cls(model.named_parameters(), train.momentum, train.weight_decay, train.l2, train.nesterov,
+                   train.grad_clip)
 
     def zero_grad(self):
         for p in self.params:
@@ -63,6 +73,8 @@ class SGD:
 
     @torch.no_grad()
     def step(self, lr: float):
+        if self.grad_clip is not None:  # scales the gradients in place, without a host sync
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
         grads = [p.grad for p in self.params]
         if self.weight_decay:
             grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
@@ -73,4 +85,7 @@ class SGD:
                 grads[i] = grads[i] + d
         torch._foreach_mul_(self.buffers, self.momentum)
         torch._foreach_add_(self.buffers, grads)
-        torch._foreach_add_(self.params, self.buffers, alpha=-lr)
+        if self.nesterov:  # torch: the step is grad + momentum * the new buffer
+            torch._foreach_add_(self.params, torch._foreach_add(grads, self.buffers, alpha=self.momentum), alpha=-lr)
+        else:
+            torch._foreach_add_(self.params, self.buffers, alpha=-lr)

@@ -89,7 +89,8 @@ class _Phase1(Standard):
     cfg: the pretrain section (a spec.methods settings model); train: the `train` section."""
 
     def __init__(self, cfg, train, noisy, true, num_classes: int, device):
-        Schedule.__init__(self, train.model_copy(update={"epochs": cfg.epochs, "lr": cfg.lr, "milestones": []}))
+        Schedule.__init__(self, train.model_copy(update={"epochs": cfg.epochs, "lr": cfg.lr, "milestones": [],
+                                                          "schedule": "step"}))
         self.cfg, self.noisy, self.true, self.K = cfg, noisy, true, num_classes
         self.noisy_dev = noisy.to(device)
 
@@ -251,7 +252,7 @@ class Finetune(Standard):
 
     def __init__(self, cfg, train, seed: int):
         schedule = {k: getattr(cfg, k) for k in ("epochs", "lr", "milestones", "gamma")}
-        Schedule.__init__(self, train.model_copy(update=schedule))
+        Schedule.__init__(self, train.model_copy(update={**schedule, "schedule": "step"}))
         soft = cfg.loss.name in SOFT_LOSSES  # a soft-label loss here, else a loss of losses.py
         self.loss_fn = globals()[cfg.loss.impl] if soft else losses.make_loss(cfg.loss)
         self.mixup = cfg.mixup

@@ -6,7 +6,7 @@ default to the plain setting of the default run.
 """
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -53,25 +53,36 @@ AUGMENTS = registry(NoAugment, Shift, Crop, CenterCrop)
 
 
 class Schedule(Spec):
-    """What the step schedule reads: `epochs`, `lr` times `gamma` after each milestone."""
+    """What the learning-rate schedule reads. `step`: `lr` times `gamma` after each milestone;
+    `cosine`: torch's CosineAnnealingLR over `epochs`, from `lr` down towards `lr_min`
+    (APL's code), with no milestones."""
 
     epochs: Epochs
     lr: Positive
     milestones: list[Annotated[int, Field(ge=1)]]
     gamma: Annotated[float, Field(gt=0, le=1)]
+    schedule: Literal["step", "cosine"] = "step"
+    lr_min: NonNegative = 0.0
 
     @model_validator(mode="after")
     def _milestones_within_epochs(self):
         m = self.milestones
         if m != sorted(set(m)) or any(x >= self.epochs for x in m):
             raise invalid("milestones", f"expected increasing epochs below epochs={self.epochs}")
+        if self.schedule == "cosine" and m:
+            raise invalid("milestones", "expected [] with schedule: cosine")
+        if self.lr_min >= self.lr:
+            raise invalid("lr_min", f"expected a number below lr={self.lr}")
         return self
 
 
 class Train(Schedule):
     batch_size: Annotated[int, Field(ge=2)]  # >= 2: batch norm needs two samples
     momentum: Annotated[float, Field(ge=0, lt=1)]
+    nesterov: bool = False  # torch.optim.SGD's nesterov (APL's MNIST code)
     weight_decay: NonNegative  # L2 decay in the gradient (torch's weight_decay), every parameter
+    # clip the gradient's total norm to this before each step (clip_grad_norm_; APL's code: 5.0)
+    grad_clip: Optional[Positive] = None
     device: Literal["auto", "cpu", "cuda"]
     # Keras SGD's `decay` (SCE's code): the lr of iteration i is the epoch's lr / (1 + lr_decay * i)
     lr_decay: NonNegative = 0.0
