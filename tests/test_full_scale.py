@@ -121,7 +121,7 @@ def test_every_paper_has_a_full_scale_configuration():
     assert {"sce_table1:mnist", "sce_table1:cifar10", "sce_table1:cifar100", "sce_table2:cifar10",
             "gce_table:cifar10", "gce_table:cifar100", "apl_table:mnist", "apl_table:cifar10",
             "joint_table:cifar10", "o2u_table:cifar4", "sce_table3:clothing1m", "joint_table4:clothing1m",
-            "cifarn_table:cifar10n"} == {f"{t}:{d}" for t, d in CONFIGS}
+            "cifarn_table:cifar10n", "sce_params:cifar10"} == {f"{t}:{d}" for t, d in CONFIGS}
 
 
 def test_select_rewrites_only_the_group_lists(tmp_path):
@@ -133,6 +133,7 @@ def test_select_rewrites_only_the_group_lists(tmp_path):
     assert p["download"] == ["digits", "cifar10", "clothing1m"]
     assert p["groups"]["sce_table1-sl-cifar10"] == {"table": "sce_table1", "dataset": "cifar10", "method": "sl"}
     assert set(p["two_phase_groups"]) == {"joint_table4-tanaka-clothing1m", "joint_table4-improved-clothing1m"}
-    tables = [f"{t}:digits" for t in ("sce_table1", "sce_table2", "gce_table", "apl_table", "joint_table", "o2u_table")]
+    tables = [f"{t}:digits" for t in ("sce_table1", "sce_table2", "gce_table", "apl_table", "joint_table", "o2u_table",
+                                      "sce_params", "sce_ablation", "gce_clean")]
     select.main(["--params", str(path), *tables], standalone_mode=False)
     assert path.read_text() == (REPO / "params.yaml").read_text()

@@ -61,17 +61,22 @@ def repo(tmp_path_factory):
 
 def test_repro_writes_tables_figures_and_metrics(repo):
     root, _, _, _ = repo
-    for f in ("tables/main.md", "tables/sce_table1.md", "tables/sce_table1.csv",
-              "figures/sce_table1_test_acc.png", "figures/main_test_acc.png", "metrics.json"):
+    for f in ("tables/main.md", "tables/sce_table1.md", "tables/sce_table1.csv", "claims.md",
+              "figures/sce/sce_table1_test_acc.png", "figures/main/main_test_acc.png", "metrics.json",
+              # the paper figures whose runs the tiny grid has (CE and SL, clean and 40%)
+              "figures/sce/fig3_classwise_epochs_digits.png", "figures/sce/fig3_classwise_epochs_digits.csv",
+              "figures/sce/fig4_6_confidence_digits.png"):
         assert (root / "reports" / f).stat().st_size > 0, f
+    assert not (root / "reports/figures/sce/fig1_classwise_curves_digits.png").exists()  # needs LSR: skipped
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert 0 <= metrics["main"]["test_acc_last"] <= 100 and metrics["main"]["n_seeds"] == 2
     assert set(metrics["sce_table1"]["digits"]) == {"ce", "sl", "forward"}
     table = pd.read_csv(root / "reports/tables/sce_table1.csv")
     assert len(table) == 9 and set(table["n_seeds"]) == {2}
     assert (table["published_dataset"] == "mnist").all()  # labelled stand-in, not ours
-    assert "## published, mnist: test accuracy (%), last epoch; Wang et al. 2019 (SCE), Table 1" in (
+    assert "In brackets: published, mnist (Wang et al. 2019 (SCE), Table 1, shown for reference" in (
         root / "reports/tables/sce_table1.md").read_text()
+    assert metrics["claims"]["sce"] >= 0  # the share of SCE's claims that hold on these runs
 
 
 def test_two_phase_groups_hand_phase_one_artefacts_to_the_finetune_stage(repo):
@@ -85,7 +90,7 @@ def test_two_phase_groups_hand_phase_one_artefacts_to_the_finetune_stage(repo):
     assert metrics["epoch_offset"] == 3 and 0 <= metrics["runs"][0]["detect_auroc"] <= 1
     md = (root / "reports/tables/o2u_table.md").read_text()
     assert "noise detection precision" in md and "accuracy of the corrected labels" in md
-    assert "## published, cifar4" in md
+    assert "In brackets: published, cifar4" in md
     parents, runs = _top_level_runs(root, "o2u_table")
     phases = sorted(r.data.tags.get("phase") for r in parents)
     assert phases == ["1", "1", "2", "2"]
@@ -128,7 +133,7 @@ def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo):
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # noise reruns for any params change, but its labels come out byte-identical, so no other
     # group's training reruns
-    assert ran == {"validate", "noise", "pretrain-main", "evaluate", "report"}
+    assert ran == {"validate", "noise", "pretrain-main", "evaluate", "figures", "report"}
     parents, _ = _top_level_runs(root, "main")
     assert len(parents) == 2  # one new row in the MLflow UI
     assert parents[0].data.params["loss.alpha"] == "0.1" and parents[0].data.tags["dvc_exp_name"]
@@ -140,7 +145,7 @@ def test_a_finetune_change_reruns_phase_two_only(repo):
     root, env, dvc, _ = repo
     out = _sh([*dvc, "exp", "run", "-S", "o2u_table.digits.methods.o2u.finetune.lr=0.05"], root, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"validate", "noise", "finetune@o2u_table-o2u-digits", "evaluate", "report"}
+    assert ran == {"validate", "noise", "finetune@o2u_table-o2u-digits", "evaluate", "figures", "report"}
 
 
 def test_a_bad_value_stops_before_any_output_is_removed(repo):

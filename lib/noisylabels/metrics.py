@@ -25,9 +25,10 @@ DETECTION = ("detect_precision", "detect_recall", "detect_f1", "detect_auroc", "
 
 
 def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single seed) over seeds."""
+    """Mean and sample standard deviation (ddof = 1) over seeds; the std of a single seed is
+    undefined (NaN), not 0."""
     v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
 
 
 def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
@@ -125,12 +126,15 @@ def mlflow_metrics(record: dict, classes: list[str]) -> dict[str, float]:
 
 
 def seed_summary(records: list[dict], settings: list[str]) -> dict[str, float]:
-    """{"<metric>/<setting>": mean, "<metric>_std/<setting>": std} over the seeds of each setting."""
+    """{"<metric>/<setting>": mean, "<metric>_std/<setting>": std} over the seeds of each
+    setting (no std with a single seed)."""
     out = {}
     for setting in settings:
         for key in (*SEED_SUMMARY, *LABEL_CORRECTION, *DETECTION):
             if key not in records[0]:
                 continue
-            out[f"{key}/{setting}"], out[f"{key}_std/{setting}"] = mean_std(
-                [r[key] for r in records if r["setting"] == setting])
+            values = [r[key] for r in records if r["setting"] == setting]
+            out[f"{key}/{setting}"], std = mean_std(values)
+            if len(values) > 1:
+                out[f"{key}_std/{setting}"] = std
     return out

@@ -124,6 +124,17 @@ PUBLISHED = {
                      "datasets": JOINT_TABLE4},
 }
 
+# Method keys of params.yaml -> the names the papers print (rows of the report tables).
+PAPER_NAMES = {
+    "ce": "CE", "lsr": "LSR", "bootstrap": "Bootstrap", "forward": "Forward", "d2l": "D2L", "gce": "GCE",
+    "sl": "SL", "forward_sl": "Forward+SL", "lsr_sl": "LSR+SL", "cce": "CCE", "mae": "MAE", "lq": "Lq",
+    "truncated_lq": "Truncated Lq", "nce_rce": "NCE+RCE", "nce_mae": "NCE+MAE", "nfl_rce": "NFL+RCE",
+    "nfl_mae": "NFL+MAE", "tanaka": "Tanaka et al.", "pencil": "PENCIL", "improved": "Ours (improved)",
+    "base": "Base", "apl": "APL", "o2u": "O2U-Net", "o2u_apl": "O2U-Net + APL",
+    # figure sections: SCE's ablation (Fig. 9a) and the GCE slides' Lq family
+    "rce": "RCE", "ce2": "2CE", "ce5": "5CE", "rce5": "5RCE", "lq03": "Lq (q=0.3)", "lq07": "Lq (q=0.7)",
+}
+
 UNPUBLISHED = {
     "gce_table": "The GCE seed (../shared/seeds/003) is the paper's slides, which show no numbers, "
                  "so no published column is shown.",

@@ -17,7 +17,7 @@ from noisylabels.errors import DataError
 from noisylabels.io import read_json
 from noisylabels.resolve import group_names, resolve_group
 from noisylabels.metrics import DETECTION, LABEL_CORRECTION, SEED_SUMMARY, mean_std
-from noisylabels.report.published import PUBLISHED, UNPUBLISHED
+from noisylabels.report.published import PAPER_NAMES, PUBLISHED, UNPUBLISHED
 
 METRICS = (*SEED_SUMMARY, *LABEL_CORRECTION, *DETECTION)
 NOT_PERCENT = ("realized_noise_rate", "detect_auroc")
@@ -70,24 +70,31 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cell(mean, std, digits: int = 2) -> str:
+    """'mean ± std'; the mean alone where the std is unknown (the paper gives none) or
+    undefined (a single seed)."""
     if mean is None or np.isnan(mean):
         return "–"
-    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}" if std is None or np.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _column(setting: str) -> str:
+def setting_label(setting: str) -> str:
     """'symmetric-all-0.3' -> 'symmetric-all 0.3': the noise type, then the rate."""
     return " ".join(setting.rsplit("-", 1))
 
 
-def _pivot(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Methods as rows (those with a value), noise settings as columns, 'mean ± std' cells."""
+def _pivot(summary: pd.DataFrame, metric: str, published: dict | None = None) -> pd.DataFrame:
+    """Methods (as the papers name them) as rows, noise settings as columns, 'mean ± std'
+    cells, each followed by the published number in brackets where `published` (method ->
+    {setting: (mean, std)}) has one."""
     settings = list(dict.fromkeys(summary["setting"]))
     rows = summary[summary[f"{metric}_mean"].notna()]
-    table = pd.DataFrame(index=list(dict.fromkeys(rows["method"])), columns=[_column(s) for s in settings])
+    methods = list(dict.fromkeys(rows["method"]))
+    table = pd.DataFrame(index=[PAPER_NAMES.get(m, m) for m in methods], columns=[setting_label(s) for s in settings])
     digits = 3 if metric == "detect_auroc" else 2
     for r in rows.itertuples():
-        table.loc[r.method, _column(r.setting)] = _cell(getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_std"), digits)
+        cell = _cell(getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_std"), digits)
+        paper = (published or {}).get(r.method, {}).get(r.setting)
+        table.loc[PAPER_NAMES.get(r.method, r.method), setting_label(r.setting)] = cell + (f" [{_cell(*paper)}]" if paper else "")
     table.index.name = "method"
     return table.fillna("–")
 
@@ -103,42 +110,46 @@ def published_for(table: str, dataset: str):
     return shown, entry["datasets"][shown], entry["source"]
 
 
-def _published_pivot(summary: pd.DataFrame, rows: dict) -> pd.DataFrame:
-    settings = list(dict.fromkeys(summary["setting"]))
-    methods = [m for m in dict.fromkeys(summary["method"]) if m in rows]
-    table = pd.DataFrame(
-        [[_cell(*rows[m].get(s, (np.nan, None))) for s in settings] for m in methods],
-        index=methods, columns=[_column(s) for s in settings])
-    table.index.name = "method"
-    return table
-
-
-def table_markdown(title: str, summary: pd.DataFrame, seeds: list[int]) -> str:
-    """The Markdown report of one table section: ours and the published numbers, per data set."""
+def table_markdown(title: str, summary: pd.DataFrame, seeds: list[int], notes: list[str] = ()) -> str:
+    """The Markdown report of one table section: per data set and metric, ours with the
+    published number beside it in the same cell, labelled in the line above the table."""
     parts = [f"# {title}", "",
-             f"Mean ± sample std over seeds {', '.join(map(str, seeds))}. *Last*: after the final "
-             "epoch. *Best*: at the epoch with the highest accuracy on the held-out split of the "
-             "noisy training labels (never chosen on the test set). Label and detection metrics "
-             "are on the fitted training samples, against their true labels.", ""]
+             f"Ours: mean ± sample std over seeds {', '.join(map(str, seeds))} (the mean alone with one seed). "
+             "*Last*: after the final epoch. *Best*: at the epoch with the highest accuracy on the held-out split "
+             "of the noisy training labels (never chosen on the test set). Label and detection metrics are on the "
+             "fitted training samples, against their true labels.", "", *[f"*{n}*\n" for n in notes]]
     for dataset, part in summary.groupby("dataset", sort=False):
-        for metric, heading in SHOWN.items():
-            if part[f"{metric}_mean"].notna().any():
-                parts += [f"## {dataset}, ours: {heading}", "", _pivot(part, metric).to_markdown(disable_numparse=True), ""]
-                if metric == "label_acc_corrected":  # what the correction started from
-                    noisy = part[part["label_acc_noisy_mean"].notna()].drop_duplicates("setting")
-                    parts += ["Accuracy of the noisy labels themselves (%): " + ", ".join(
-                        f"{_column(r.setting)} {r.label_acc_noisy_mean:.2f}" for r in noisy.itertuples()), ""]
         table = part["table"].iloc[0]
         pub = published_for(table, dataset)
+        shown, by_metric, source = pub if pub else (None, {}, None)
         if table in UNPUBLISHED:
             parts += [f"*{UNPUBLISHED[table]}*", ""]
-        if pub:
-            shown, by_metric, source = pub
-            note = "" if shown == dataset else f" (shown for reference: not the same data set as ours, {dataset})"
-            for metric, rows in by_metric.items():
-                parts += [f"## published, {shown}: {SHOWN[metric]}; {source}{note}", "",
-                          _published_pivot(part, rows).to_markdown(disable_numparse=True), ""]
+        for metric, heading in SHOWN.items():
+            if not part[f"{metric}_mean"].notna().any():
+                continue
+            parts += [f"## {dataset}: {heading}", ""]
+            if metric in by_metric:
+                stand_in = "" if shown == dataset else ", shown for reference: not the same data set as ours"
+                parts += [f"In brackets: published, {shown} ({source}{stand_in}).", ""]
+            parts += [_pivot(part, metric, by_metric.get(metric)).to_markdown(disable_numparse=True), ""]
+            if metric == "label_acc_corrected":  # what the correction started from
+                noisy = part[part["label_acc_noisy_mean"].notna()].drop_duplicates("setting")
+                parts += ["Accuracy of the noisy labels themselves (%): " + ", ".join(
+                    f"{setting_label(r.setting)} {r.label_acc_noisy_mean:.2f}" for r in noisy.itertuples()), ""]
     return "\n".join(parts)
+
+
+def shared_phase1(groups: list) -> list[str]:
+    """Notes for a table: two-phase methods of one data set with the same phase-1 settings
+    (e.g. O2U-Net and O2U-Net + APL) train the same phase 1, so their label or detection
+    numbers are the same."""
+    by_phase1: dict = {}
+    for g in groups:
+        if g.two_phase:
+            by_phase1.setdefault((g.dataset.name, g.written.pretrain), []).append(g.method)
+    return [f"{' and '.join(PAPER_NAMES.get(m, m) for m in methods)} share phase 1 on {dataset} (the same pretrain "
+            "settings): their label-correction or detection numbers are those of the same phase 1."
+            for (dataset, _), methods in by_phase1.items() if len(methods) > 1]
 
 
 def table_csv(summary: pd.DataFrame) -> pd.DataFrame:
@@ -163,9 +174,14 @@ def metrics_summary(summary: pd.DataFrame) -> dict:
     for r in summary.itertuples():
         if r.table == "main":
             out["main"] = {"setting": r.setting, "n_seeds": int(r.n_seeds),
-                           **{f"{m}{s}": round(float(getattr(r, f"{m}_{stat}")), 4)
+                           **{f"{m}{s}": _number(getattr(r, f"{m}_{stat}"))
                               for m in SEED_SUMMARY for s, stat in (("", "mean"), ("_std", "std"))}}
         else:
-            out.setdefault(r.table, {}).setdefault(r.dataset, {}).setdefault(r.method, {})[r.setting] = round(
-                float(r.test_acc_last_mean), 4)
+            out.setdefault(r.table, {}).setdefault(r.dataset, {}).setdefault(r.method, {})[r.setting] = _number(
+                r.test_acc_last_mean)
     return out
+
+
+def _number(value) -> float | None:
+    """A JSON number, rounded; None (null) for NaN, which JSON has not (a single seed's std)."""
+    return None if np.isnan(value) else round(float(value), 4)

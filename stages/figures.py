@@ -1,0 +1,31 @@
+"""Stage figures: every figure, from the training and evaluate stages' outputs.
+
+    python stages/figures.py                            # -> reports/figures/<paper>/
+
+Per table section, its test accuracy per epoch (<table>_test_acc.png); and the papers' own
+figures (class-wise accuracy, t-SNE, confidences, parameter analysis, ablation, learning
+curves), each with its data as CSV beside it. What each shows, and which runs it reads, is
+in lib/noisylabels/report/paper_figures.py.
+"""
+import click
+
+from noisylabels.cli import Stage, stage_errors
+from noisylabels.report import paper_figures
+
+
+@click.command(cls=Stage)
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--raw", default="data/raw", show_default=True)
+@click.option("--noisy", default="data/noisy", show_default=True)
+@click.option("--runs", default="data/runs", show_default=True)
+@click.option("--metrics", "metrics_dir", default="reports/metrics", show_default=True,
+              help="folder of the evaluate stage's outputs")
+@click.option("--out", default="reports/figures", show_default=True)
+def main(params_file, raw, noisy, runs, metrics_dir, out):
+    with stage_errors():
+        for line in paper_figures.build(params_file, raw, noisy, runs, metrics_dir, out):
+            click.echo(line)
+
+
+if __name__ == "__main__":
+    main()
