@@ -52,14 +52,14 @@ def epoch_curves(data: pd.DataFrame, path: Path, title: str) -> None:
 
 
 def classwise_curves(data: pd.DataFrame, path: Path, title: str) -> None:
-    """data: panel, epoch, class, test_acc (%); class 'overall' drawn bold."""
+    """data: panel, epoch, line (a class, or 'overall': drawn bold), value: test accuracy (%)."""
     panels = list(dict.fromkeys(data["panel"]))
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8), sharey=True, squeeze=False)
     for ax, panel in zip(axes[0], panels):
         part = data[data["panel"] == panel]
-        for cls, line in part.groupby("class", sort=False):
+        for cls, line in part.groupby("line", sort=False):
             bold = cls == "overall"
-            ax.plot(line["epoch"], line["test_acc"], lw=2.5 if bold else 0.9, color="black" if bold else None,
+            ax.plot(line["epoch"], line["value"], lw=2.5 if bold else 0.9, color="black" if bold else None,
                     label=cls, zorder=3 if bold else 2)
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("epoch")

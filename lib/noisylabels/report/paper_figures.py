@@ -94,9 +94,9 @@ def sce_classwise_curves(ctx: Runs, dataset: str, table="sce_table1"):
         acc = _classwise(ctx, g, setting, data)
         overall = np.mean([np.mean(a["test_pred"] == data.test_labels, axis=1) for a in ctx.arrays(g, setting)], 0)
         for e, (per_class, all_) in enumerate(zip(acc, overall), start=1):
-            rows += [{"panel": _label(g, setting), "epoch": e, "class": data.classes[c], "test_acc": 100 * v}
+            rows += [{"panel": _label(g, setting), "epoch": e, "line": data.classes[c], "value": 100 * v}
                      for c, v in enumerate(per_class)]
-            rows.append({"panel": _label(g, setting), "epoch": e, "class": "overall", "test_acc": 100 * all_})
+            rows.append({"panel": _label(g, setting), "epoch": e, "line": "overall", "value": 100 * all_})
     return pd.DataFrame(rows), figures.classwise_curves
 
 
@@ -296,6 +296,10 @@ def build(params_file: str, raw: str, noisy: str, runs: str, metrics_dir: str, o
             named = part.assign(method=part["method"].map(lambda m: PAPER_NAMES.get(m, m)))
             figures.test_accuracy_curves(named, path, f"{title}: test accuracy per epoch (mean ± sd over seeds)",
                                          phase1)
+            # the same numbers in the paper figures' layout (a DVC plot: dvc_plots/curves.json)
+            named.rename(columns={"setting": "panel", "method": "line", "test_acc": "value"})[
+                ["panel", "line", "seed", "epoch", "value"]].to_csv(path.with_suffix(".csv"), index=False,
+                                                                    float_format="%.4f")
             said.append(f"figures: {Path(out) / paper / path.name}")
         for paper, figs in FIGURES.items():
             for name, (table, make, title) in figs.items():
