@@ -106,6 +106,12 @@ def test_runs_are_in_mlflow(repo):
     assert len(parents) == 1 and len(runs) == 3  # a parent and one run per seed
     parent = parents[0]
     assert parent.info.run_name == "main" and parent.data.tags["dvc_stage"] == "pretrain-main"
+    # MLflow's own columns, and the experiment opening on its training runs in MLflow 3's UI
+    assert parent.data.tags["mlflow.source.name"].endswith("stages/pretrain.py") and parent.data.tags["mlflow.user"]
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_experiment_by_name("main")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "test_acc_last/symmetric-0.4" in parent.data.metrics
     child = next(r for r in runs if r.info.run_id != parent.info.run_id)
     assert child.data.tags["seed"] in ("0", "1") and child.data.params["loss.alpha"] == "0.01"
@@ -127,6 +133,44 @@ def test_second_repro_runs_nothing(repo):
     assert "Running stage" not in out and "up to date" in out
 
 
+def test_a_forced_rerun_changes_no_tracked_file_and_leaves_no_stale_lock_entry(repo):
+    """Outputs hold no MLflow run id, time or path: retraining every stage gives the same bytes,
+    so dvc.lock and the committed reports stay as they were (a fresh clone's `dvc repro`
+    leaves `git status` clean)."""
+    root, env, dvc, _ = repo
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "commit", "-qm", "first repro"], root, env)
+    out = _sh([*dvc, "repro", "-f"], root, env)
+    assert "Running stage 'pretrain-main'" in out
+    assert _sh(["git", "status", "--porcelain"], root, env) == ""
+    stages = set(_sh([*dvc, "stage", "list", "--name-only"], root, env).split())
+    assert set(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) == stages
+    # the report found the new parent runs by their outputs' digest: two parents now carry it
+    parents, _ = _top_level_runs(root, "main")
+    assert len(parents) == 2 and parents[0].data.tags["outputs"] == parents[1].data.tags["outputs"]
+
+
+def test_a_local_remote_round_trip_needs_no_rerun(repo, tmp_path_factory):
+    """README's remote recipe with a folder as the remote: push, clone, pull, and `dvc repro`
+    in the clone runs nothing and its reports are the same bytes."""
+    root, env, dvc, _ = repo
+    remote = tmp_path_factory.mktemp("remote")
+    _sh([*dvc, "remote", "add", "-d", "shared", str(remote)], root, env)
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "commit", "-qm", "a DVC remote"], root, env)
+    _sh([*dvc, "push"], root, env)
+    clone = tmp_path_factory.mktemp("clone") / "repo"
+    _sh(["git", "clone", "-q", str(root), str(clone)], root, env)
+    _sh([*dvc, "pull"], clone, env)
+    out = _sh([*dvc, "repro"], clone, env)
+    assert "Running stage" not in out, out
+    for f in (root / "reports").rglob("*"):
+        if f.is_file():
+            assert (clone / f.relative_to(root)).read_bytes() == f.read_bytes(), f
+    assert (clone / "data/runs/main/symmetric-0.4-s0.npz").read_bytes() == \
+        (root / "data/runs/main/symmetric-0.4-s0.npz").read_bytes()
+
+
 def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo):
     root, env, dvc, _ = repo
     out = _sh([*dvc, "exp", "run", "-S", "loss.alpha=0.1"], root, env)
@@ -135,8 +179,9 @@ def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo):
     # group's training reruns
     assert ran == {"validate", "noise", "pretrain-main", "evaluate", "figures", "report"}
     parents, _ = _top_level_runs(root, "main")
-    assert len(parents) == 2  # one new row in the MLflow UI
+    assert len(parents) == 3  # one new row in the MLflow UI
     assert parents[0].data.params["loss.alpha"] == "0.1" and parents[0].data.tags["dvc_exp_name"]
+    assert parents[0].info.run_name == f"main ({parents[0].data.tags['dvc_exp_name']})"  # told apart from "main"
     shown = _sh([*dvc, "exp", "show", "--json"], root, env)
     assert "test_acc_last" in shown
 

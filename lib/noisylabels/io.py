@@ -72,6 +72,15 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def dir_digest(path: str | Path) -> str:
+    """sha256 of a folder's files (relative names and contents, in name order): the same
+    bytes give the same digest on any machine, in any checkout."""
+    path, h = Path(path), hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
 def _damaged(path: Path, error: Exception, regenerate: str) -> DataError:
     reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120]}" if str(error).strip() else \
         type(error).__name__

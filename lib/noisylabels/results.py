@@ -2,8 +2,8 @@
 
 data/runs/<group>/ (pretrain of a single-phase group, finetune of a two-phase one) and
 data/phase1/<group>/ (pretrain of a two-phase group) hold:
-group.json   the group's resolved settings, its MLflow parent run id, and per run: name,
-             setting, seed, mlflow_run_id, the method's final metrics (e.g. D2L's turning epoch)
+group.json   the group's resolved settings, and per run: name, setting, seed, the method's
+             final metrics (e.g. D2L's turning epoch)
 <run>.npz    the per-epoch history (history_<key>: loop.HISTORY_KEYS and the method's own),
              test_pred (epochs x n_test), val_pred (epochs x n_val), train_pred (fitted
              samples), transition_matrix when a Forward/Backward loss used one, and phase 1's
@@ -23,7 +23,10 @@ from noisylabels.errors import DataError
 from noisylabels.io import atomic_dir, read_json, write_json
 
 
-def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: str) -> None:
+def save(out_dir, group, results: dict) -> None:
+    """The outputs hold no MLflow run id, time or path: the same training gives the same bytes
+    (so DVC sees no change), and MLflow finds its parent run by their digest (the parent's
+    `outputs` tag, tracking.py)."""
     import torch
 
     with atomic_dir(out_dir) as tmp:
@@ -37,16 +40,15 @@ def save(out_dir, group, results: dict, run_ids: dict[str, str], parent_run_id: 
             "group": group.name, "table": group.table, "paper": group.paper, **group.values(),
             "overrides": group.changed_settings(),
             "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
-            "mlflow_parent_run_id": parent_run_id,
             "runs": [{"name": run.name, "setting": run.setting.name, "seed": run.seed,
-                      "mlflow_run_id": run_ids[run.name], "method_metrics": results[run.name].metrics}
+                      "method_metrics": results[run.name].metrics}
                      for run in group.runs],
         })
 
 
 def load_group(path, stage: str) -> dict:
     """group.json of a training stage's output; `stage`: the DVC stage that writes it."""
-    return read_json(Path(path) / "group.json", f"dvc repro -f {stage}", keys=("mlflow_parent_run_id", "runs"))
+    return read_json(Path(path) / "group.json", f"dvc repro -f {stage}", keys=("runs",))
 
 
 def load_run(path, name: str, stage: str) -> dict[str, np.ndarray]:
@@ -69,10 +71,9 @@ def load_phase1(path, name: str, stage: str) -> dict:
     return {k: run[k] for k in ARTEFACTS if k in run}
 
 
-def load_phase1_group(path, group) -> tuple[dict, str]:
-    """Phase 1's outputs for the finetune stage: (run name -> its artefacts and, where its
-    finetune section says init: phase1, its final weights as `state_dict`; the phase-1
-    MLflow parent run id)."""
+def load_phase1_group(path, group) -> dict:
+    """Phase 1's outputs for the finetune stage: run name -> its artefacts and, where its
+    finetune section says init: phase1, its final weights as `state_dict`."""
     import torch
 
     out = {}
@@ -85,4 +86,5 @@ def load_phase1_group(path, group) -> tuple[dict, str]:
             except (OSError, RuntimeError, ValueError, EOFError) as e:  # a bad zip is a RuntimeError
                 raise DataError(f"{weights}: {'missing' if isinstance(e, FileNotFoundError) else 'unreadable'}; "
                                 f"regenerate it with `dvc repro -f {group.phase1_stage}`") from None
-    return out, load_group(path, group.phase1_stage)["mlflow_parent_run_id"]
+    load_group(path, group.phase1_stage)  # checked: a damaged folder stops here
+    return out

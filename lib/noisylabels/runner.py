@@ -23,7 +23,7 @@ from noisylabels import checkpoint, loop, metrics, noise, results, tracking
 from noisylabels.cli import stage_errors, stop_on_signals
 from noisylabels.data import store
 from noisylabels.errors import ConfigError
-from noisylabels.io import check_writable
+from noisylabels.io import check_writable, dir_digest
 from noisylabels.resolve import load_params, resolve_group
 from noisylabels.workers import Workers
 
@@ -45,8 +45,9 @@ def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: st
         labels = noise.load(f"{noisy}/{group_name}", group, len(dataset.train_labels))
         phase1, tags = None, {"phase": "1"} if group.two_phase else {}
         if phase1_dir:
-            phase1, phase1_parent = results.load_phase1_group(f"{phase1_dir}/{group_name}", group)
-            tags = {"phase": "2", "phase1_parent_run_id": phase1_parent}
+            phase1 = results.load_phase1_group(f"{phase1_dir}/{group_name}", group)
+            # phase 1's parent run is the one whose `outputs` tag is this digest
+            tags = {"phase": "2", "phase1_outputs": dir_digest(f"{phase1_dir}/{group_name}")}
         jobs = loop.group_jobs(group, labels, phase1)
         loop.preflight(group, dataset)
         phase1_only = group.two_phase and not phase1_dir
@@ -77,9 +78,9 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, t
     with Workers(dataset, device, max(1, min(workers, len(todo))), threads, group.train) as pool:
         tracker = tracking.Tracker()  # fails here, before training, if the store is unusable
         tracker.fail_abandoned(group.table, group.name)  # left RUNNING by a killed earlier stage
-        parent = tracker.start_run(group.table, group.name, {**tracking.group_tags(group), **extra_tags},
-                                   tracking.group_params(group))
-        run_ids, records, trained = {}, [], {}
+        parent = tracker.start_run(group.table, tracking.parent_name(group),
+                                   {**tracking.group_tags(group), **extra_tags}, tracking.group_params(group))
+        records, trained = [], {}
         with tracker.ended_on_error(parent):
             trained_now = pool.map(todo)
             for job in jobs:
@@ -90,14 +91,14 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, t
                 record = metrics.run_record(vars(result), dataset, job.labels, result.artefacts or job.phase1)
                 records.append({"setting": run.setting.name, **record})
                 final = {**result.metrics, **metrics.mlflow_metrics(record, dataset.classes)}
-                run_ids[run.name] = tracker.log_run(group.table, tracking.run_name(run),
-                                                    {**tracking.run_tags(run), **extra_tags}, tracking.run_params(run),
-                                                    result.history, final, parent_id=parent)
+                tracker.log_run(group.table, tracking.run_name(run), {**tracking.run_tags(run), **extra_tags},
+                                tracking.run_params(run), result.history, final, parent_id=parent)
                 trained[run.name] = result
                 acc = result.history["test_acc"]
                 click.echo(f"{group.name} {run.name}: test acc last {acc[-1]:.4f}, max {max(acc):.4f}")
     with tracker.ended_on_error(parent):
-        results.save(out, group, trained, run_ids, parent)
+        results.save(out, group, trained)
         tracker.log_metrics(parent, metrics.seed_summary(records, [s.name for s in group.settings]))
+        tracker.set_tags(parent, {"outputs": dir_digest(out)})  # how the report finds this run
     tracker.finish(parent)
     checkpoint.remove(jobs[0].checkpoint.folder)

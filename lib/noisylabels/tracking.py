@@ -4,14 +4,22 @@
   $DVC_ROOT (DVC sets it for every stage, and points it at the parent repository for queued
   experiments, which run in a temporary copy) or else the repository holding the current
   folder. Artifacts go under the absolute <root>/mlartifacts/<experiment>.
-- Experiments: one per table section ("sce_table1", ...) plus "main".
-- Runs: one parent run per run group and stage execution, named after the group, so one
-  `dvc exp run` is one new row in the UI; nested under it, one run per trained model, named
+- Experiments: one per table section ("sce_table1", ...) plus "main", tagged
+  mlflow.experimentKind=custom_model_development, so that MLflow 3's UI opens them on the
+  training runs rather than on its generative-AI overview.
+- Runs: one parent run per run group and stage execution, named after the group (and the
+  DVC experiment, `main (exp-name)`, inside `dvc exp run`), so one `dvc exp run` is one new,
+  distinguishable row in the UI; nested under it, one run per trained model, named
   "<method>-<dataset>-<noise setting>-s<seed>". Tags: paper, table, group, method, dataset,
-  dvc_stage, dvc_exp_name, git_commit, host, pid (+ noise_type, noise_rate, seed on a model
-  run). A run ends FINISHED, FAILED (an error) or KILLED (Ctrl-C, SIGTERM, SIGHUP); one left
-  RUNNING by a killed stage (SIGKILL, a lost machine) is marked FAILED when its group next
+  dvc_stage, dvc_exp_name, dvc_exp_baseline (the commit an experiment starts from), git_commit,
+  host, pid (+ noise_type, noise_rate, seed on a model run), and MLflow's own source name
+  (the stage script), source type, user and git commit. A run ends FINISHED, FAILED (an
+  error) or KILLED (Ctrl-C, SIGTERM, SIGHUP); one left RUNNING by a killed stage (SIGKILL, a lost machine) is marked FAILED when its group next
   trains on that host (`fail_abandoned`).
+  The parent of a training stage is also tagged `outputs`: the sha256 of the stage's output
+  folder (io.dir_digest), which holds no run id, so DVC outputs stay deterministic; the
+  report attaches its tables to the latest FINISHED parent with that digest (`find_parent`),
+  and a phase-2 parent names its phase 1 by `phase1_outputs`.
   Params: the resolved settings. A model run has per-epoch metrics (step = epoch) and its
   final metrics; the parent has the final metrics' mean and std over seeds per noise setting,
   and its table (.md, .csv) and figure as artifacts. A two-phase group has a parent per
@@ -20,9 +28,11 @@ mlflow is imported inside the functions: importing it costs about 2 s.
 """
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -79,13 +89,24 @@ def run_name(run) -> str:
     return f"{run.group.method}-{run.group.dataset.name}-{run.name}"
 
 
+def parent_name(group) -> str:
+    """The group's name, and inside `dvc exp run` the experiment's: rows tell runs apart."""
+    exp = os.environ.get("DVC_EXP_NAME")
+    return f"{group.name} ({exp})" if exp else group.name
+
+
 def group_tags(group) -> dict[str, str]:
+    commit = _git_commit(project_root())
     return {
         "paper": group.paper, "table": group.table, "group": group.name, "method": group.method,
         "dataset": group.dataset.name, "dvc_stage": os.environ.get("DVC_STAGE", ""),
-        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "git_commit": _git_commit(project_root()),
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        "dvc_exp_baseline": os.environ.get("DVC_EXP_BASELINE_REV", ""), "git_commit": commit,
         # which process owns the run while it is RUNNING (Tracker.fail_abandoned)
         "host": socket.gethostname(), "pid": str(os.getpid()),
+        # MLflow's own columns: Source, User, and the commit on the run page
+        "mlflow.source.name": sys.argv[0], "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser(),
+        "mlflow.source.git.commit": commit,
     }
 
 
@@ -137,6 +158,9 @@ def end_status(error: BaseException) -> str:
     return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
 
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 class Tracker:
     """A thin MlflowClient wrapper that applies the conventions above."""
 
@@ -157,8 +181,15 @@ class Tracker:
     def experiment_id(self, name: str) -> str:
         if name not in self._experiment_ids:
             exp = self.client.get_experiment_by_name(name)
-            self._experiment_ids[name] = exp.experiment_id if exp is not None else self.client.create_experiment(
-                name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
+            if exp is None:
+                location = (self.root / "mlartifacts" / name).as_uri()
+                exp_id = self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+            else:
+                exp_id = exp.experiment_id
+                for key, value in EXPERIMENT_TAGS.items():  # a store made before the tag existed
+                    if exp.tags.get(key) != value:
+                        self.client.set_experiment_tag(exp_id, key, value)
+            self._experiment_ids[name] = exp_id
         return self._experiment_ids[name]
 
     def fail_abandoned(self, experiment: str, group: str) -> list[str]:
@@ -221,6 +252,21 @@ class Tracker:
             batch_params, items = items[:100], items[100:]
             batch_metrics, metrics = metrics[: 1000 - len(batch_params)], metrics[1000 - len(batch_params):]
             self.client.log_batch(run_id, params=batch_params, metrics=batch_metrics)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
+    def find_parent(self, experiment: str, group: str, outputs: str) -> str | None:
+        """The latest FINISHED parent run of `group` that wrote outputs with this digest, or
+        None (outputs pulled from a DVC remote, or trained against another store)."""
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        found = self.client.search_runs(
+            [exp.experiment_id], f"tags.group = '{group}' and tags.outputs = '{outputs}' and "
+            "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
+        return found[0].info.run_id if found else None
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Final (single-value) metrics, at step 0."""

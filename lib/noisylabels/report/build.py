@@ -14,7 +14,7 @@ import click
 
 from noisylabels import results, tracking
 from noisylabels.cli import stage_errors
-from noisylabels.io import atomic_dir, check_writable, write_json, write_text
+from noisylabels.io import atomic_dir, check_writable, dir_digest, write_json, write_text
 from noisylabels.errors import DataError
 from noisylabels.report import claims, tables
 from noisylabels.resolve import MAIN, load_params, resolve_group
@@ -26,8 +26,8 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
         params = load_params(params_file)
         runs, _ = tables.collect(params, metrics_dir)
         groups = {g: resolve_group(params, g) for g in runs["group"].unique()}
-        parents = {g: results.load_group(f"{runs_dir}/{g}", group.stage)["mlflow_parent_run_id"]
-                   for g, group in groups.items()}
+        for g, group in groups.items():
+            results.load_group(f"{runs_dir}/{g}", group.stage)  # checked: a damaged folder stops here
         curves = {t: Path(figures_dir) / ("main" if t == MAIN else params[t]["paper"]) / f"{t}_test_acc.png"
                   for t in runs["table"].unique()}
         missing = next((f for f in curves.values() if not f.is_file()), None)
@@ -36,6 +36,7 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
         for target in ("tables", "claims.md", "metrics.json"):
             check_writable(out / target)
         tracker = tracking.Tracker()
+        parents = {g: tracker.find_parent(group.table, g, dir_digest(f"{runs_dir}/{g}")) for g, group in groups.items()}
     summary = tables.summarize(runs)
     claims_md, claim_counts = claims.claims_report(runs)
     written = {}
@@ -51,7 +52,11 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
     write_json(out / "metrics.json", {**tables.metrics_summary(summary), "claims": claims.as_metrics(claim_counts)})
     for table, files in written.items():
         for group in runs.loc[runs["table"] == table, "group"].unique():
-            tracker.log_artifacts(parents[group], files)
+            if parents[group]:
+                tracker.log_artifacts(parents[group], files)
+            else:
+                click.echo(f"report: {group}: no MLflow parent run wrote these outputs (pulled from a DVC remote?); "
+                           "its table is not attached in MLflow")
         click.echo(f"report: {table} -> {', '.join(map(str, files[:2]))}")
     click.echo(f"report: claims -> {out / 'claims.md'} ({sum(c['hold'] for c in claim_counts.values())} of "
                f"{sum(c['checked'] for c in claim_counts.values())} hold)")

@@ -155,10 +155,13 @@ def sce_tsne(ctx: Runs, dataset: str, table="sce_table1"):
     panels = [(ctx.group(table, m, dataset), s) for m, s in (("ce", "symmetric-0"), ("ce", "symmetric-0.4"),
                                                               ("sl", "symmetric-0.4"), ("ce", "symmetric-0.6"),
                                                               ("sl", "symmetric-0.6"))]
+    for g, setting in panels:
+        ctx.runs_at(g, setting)  # every panel's runs exist before any is computed
     data, rows = ctx.data(dataset), []
     for g, setting in panels:
         features, _ = _model_outputs(ctx, g, setting, data, "test")
-        xy = TSNE(n_components=2, init="pca", random_state=0).fit_transform(features)
+        perplexity = min(30.0, len(features) - 1)  # sklearn's default, below the sample count
+        xy = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=0).fit_transform(features)
         rows += [{"panel": _label(g, setting), "x": a, "y": b, "class": data.classes[c]}
                  for (a, b), c in zip(xy, data.test_labels)]
     out = pd.DataFrame(rows)
