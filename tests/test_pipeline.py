@@ -112,6 +112,11 @@ def test_runs_are_in_mlflow(repo):
 
     exp = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_experiment_by_name("main")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the data set as a dataset input; a model run spans its training, not just its logging
+    (dataset,) = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(parent.info.run_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "digits" and len(dataset.dataset.digest) == 16
+    child_run = next(r for r in runs if r.info.run_id != parent.info.run_id)
+    assert child_run.info.start_time < child_run.info.end_time
     assert "test_acc_last/symmetric-0.4" in parent.data.metrics
     child = next(r for r in runs if r.info.run_id != parent.info.run_id)
     assert child.data.tags["seed"] in ("0", "1") and child.data.params["loss.alpha"] == "0.01"

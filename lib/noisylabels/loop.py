@@ -120,6 +120,10 @@ class RunResult:
     metrics: dict = field(default_factory=dict)  # the method's final numbers (e.g. D2L's turning epoch)
     matrix: np.ndarray | None = None  # the transition matrix a Forward/Backward loss used
     artefacts: dict = field(default_factory=dict)  # phase 1: corrected labels, O2U scores and mask
+    # when the training ran (ms since the epoch; a resumed run: this execution), so that its
+    # MLflow run, logged afterwards by the stage, shows the training's real duration
+    started_ms: int | None = None
+    ended_ms: int | None = None
 
 
 def predict(model, x) -> torch.Tensor:
@@ -299,4 +303,7 @@ def _finetune(data: Tensors, job: Job, desc: str) -> RunResult:
 def train(data: Tensors, job: Job) -> RunResult:
     """Train one job on `data` (to_tensors of its group's data set)."""
     kinds = {"single": _single, "pretrain": _pretrain, "finetune": _finetune}
-    return kinds[job.kind](data, job, f"{job.run.group.name} {job.run.name}")
+    started = int(time.time() * 1000)
+    result = kinds[job.kind](data, job, f"{job.run.group.name} {job.run.name}")
+    result.started_ms, result.ended_ms = started, int(time.time() * 1000)
+    return result

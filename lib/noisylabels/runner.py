@@ -14,6 +14,8 @@ after a kill resumes the unfinished runs and does not retrain the finished ones.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,6 +82,9 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, t
         tracker.fail_abandoned(group.table, group.name)  # left RUNNING by a killed earlier stage
         parent = tracker.start_run(group.table, tracking.parent_name(group),
                                    {**tracking.group_tags(group), **extra_tags}, tracking.group_params(group))
+        # the data set: its name, and a digest of its files' checksums (meta.json)
+        digest = hashlib.sha256(json.dumps(dataset.meta["sha256"], sort_keys=True).encode()).hexdigest()[:16]
+        tracker.log_dataset(parent, dataset.name, digest, f"data/raw/{dataset.name}")
         records, trained = [], {}
         with tracker.ended_on_error(parent):
             trained_now = pool.map(todo)
@@ -92,7 +97,8 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, t
                 records.append({"setting": run.setting.name, **record})
                 final = {**result.metrics, **metrics.mlflow_metrics(record, dataset.classes)}
                 tracker.log_run(group.table, tracking.run_name(run), {**tracking.run_tags(run), **extra_tags},
-                                tracking.run_params(run), result.history, final, parent_id=parent)
+                                tracking.run_params(run), result.history, final, parent_id=parent,
+                                span_ms=(result.started_ms, result.ended_ms))
                 trained[run.name] = result
                 acc = result.history["test_acc"]
                 click.echo(f"{group.name} {run.name}: test acc last {acc[-1]:.4f}, max {max(acc):.4f}")

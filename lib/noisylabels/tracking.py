@@ -14,8 +14,10 @@
   dvc_stage, dvc_exp_name, dvc_exp_baseline (the commit an experiment starts from), git_commit,
   host, pid (+ noise_type, noise_rate, seed on a model run), and MLflow's own source name
   (the stage script), source type, user and git commit. A run ends FINISHED, FAILED (an
-  error) or KILLED (Ctrl-C, SIGTERM, SIGHUP); one left RUNNING by a killed stage (SIGKILL, a lost machine) is marked FAILED when its group next
-  trains on that host (`fail_abandoned`).
+  error) or KILLED (Ctrl-C, SIGTERM, SIGHUP); one left RUNNING by a killed stage (SIGKILL, a
+  lost machine) is marked FAILED when its group next trains on that host (`fail_abandoned`).
+  A model run is logged when its training ends, with the training's real start and end
+  times; the parent has the data set as an MLflow dataset input (name, digest of its files).
   The parent of a training stage is also tagged `outputs`: the sha256 of the stage's output
   folder (io.dir_digest), which holds no run id, so DVC outputs stay deterministic; the
   report attaches its tables to the latest FINISHED parent with that digest (`find_parent`),
@@ -207,23 +209,32 @@ class Tracker:
                 ids.append(run.info.run_id)
         return ids
 
-    def start_run(self, experiment: str, name: str, tags: dict, params: dict) -> str:
+    def start_run(self, experiment: str, name: str, tags: dict, params: dict, start_ms: int | None = None) -> str:
         """Create a run with its params; return its id."""
-        run_id = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags,
+                                        start_time=start_ms).info.run_id
         self._log(run_id, params, [])
         return run_id
 
     def log_run(self, experiment: str, name: str, tags: dict, params: dict, history: dict[str, list[float]],
-                final: dict[str, float], parent_id: str) -> str:
+                final: dict[str, float], parent_id: str, span_ms: tuple[int | None, int | None] = (None, None)) -> str:
         """A finished model run in one go: params, per-epoch metrics (step = epoch, from 1) and
         final metrics (step 0) in as few calls as MLflow allows (each call is a database
-        transaction, about 10 ms); return its id."""
-        run_id = self.start_run(experiment, name, {**tags, "mlflow.parentRunId": parent_id}, {})
+        transaction, about 10 ms); span_ms: when it trained (its start and end in the UI).
+        Returns its id."""
+        run_id = self.start_run(experiment, name, {**tags, "mlflow.parentRunId": parent_id}, {}, span_ms[0])
         metrics = self._metrics(history, first_step=1) + self._metrics({k: [v] for k, v in final.items()}, 0)
         with self.ended_on_error(run_id):  # Ctrl-C while logging: the run does not stay RUNNING
             self._log(run_id, params, metrics)
-        self.finish(run_id)
+        self.finish(run_id, end_ms=span_ms[1])
         return run_id
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
+        """The data set a run trained on, as an MLflow dataset input (the run's Datasets column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        self.client.log_inputs(run_id, [DatasetInput(Dataset(name, digest, "local", source),
+                                                     [InputTag("mlflow.data.context", "training")])])
 
     @contextmanager
     def ended_on_error(self, run_id: str):
@@ -276,5 +287,5 @@ class Tracker:
         for f in files:
             self.client.log_artifact(run_id, str(f))
 
-    def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+    def finish(self, run_id: str, status: str = "FINISHED", end_ms: int | None = None) -> None:
+        self.client.set_terminated(run_id, status=status, end_time=end_ms)
