@@ -69,9 +69,10 @@ def classwise_curves(data: pd.DataFrame, path: Path, title: str) -> None:
 
 
 def classwise_bars(data: pd.DataFrame, path: Path, title: str) -> None:
-    """data: panel, epoch (or method: the bars' colour), class, test_acc (%)."""
-    grid = sns.catplot(data=data, x="class", y="test_acc", hue="epoch", col="panel", kind="bar", height=2.8,
+    """data: panel, series (the bars' colour: an epoch, or a method), class, test_acc (%)."""
+    grid = sns.catplot(data=data, x="class", y="test_acc", hue="series", col="panel", kind="bar", height=2.8,
                        aspect=1.5)
+    grid.legend.set_title(None)
     grid.set_axis_labels("class", "test accuracy (%)")
     grid.set_titles("{col_name}")
     _save(grid.figure, path, title)

@@ -109,7 +109,7 @@ def sce_classwise_at_epochs(ctx: Runs, dataset: str, table="sce_table1"):
         acc = _classwise(ctx, g, setting, data)
         for paper_epoch in (10, 50, 100):
             e = max(1, round(len(acc) * paper_epoch / 120))
-            rows += [{"panel": _label(g, setting), "epoch": f"epoch {e} (paper: {paper_epoch} of 120)",
+            rows += [{"panel": _label(g, setting), "series": f"epoch {e} (paper: {paper_epoch} of 120)",
                       "class": data.classes[c], "test_acc": 100 * v} for c, v in enumerate(acc[e - 1])]
     return pd.DataFrame(rows), figures.classwise_bars
 
@@ -120,7 +120,7 @@ def sce_classwise_last(ctx: Runs, dataset: str, table="sce_table1"):
     data, rows = ctx.data(dataset), []
     for g in groups:
         acc = _classwise(ctx, g, "symmetric-0.6", data)[-1]
-        rows += [{"panel": "symmetric 0.6, last epoch", "epoch": PAPER_NAMES[g.method], "class": data.classes[c],
+        rows += [{"panel": "symmetric 0.6, last epoch", "series": PAPER_NAMES[g.method], "class": data.classes[c],
                   "test_acc": 100 * v} for c, v in enumerate(acc)]
     return pd.DataFrame(rows), figures.classwise_bars
 
