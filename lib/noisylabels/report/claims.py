@@ -73,7 +73,8 @@ CLAIMS = (
           tuple(f"{SYM}all-{r}" for r in (0.3, 0.5, 0.7))),
     Claim("joint", "PENCIL beats CE at the best epoch at 50% and 70% symmetric noise.", "joint_table",
           (("pencil:test_acc_best", "ce:test_acc_best"),), (f"{SYM}all-0.5", f"{SYM}all-0.7")),
-    Claim("gce", "Lq is more robust than CCE: it beats CCE at the last epoch from 40% symmetric noise up.", "gce_table", (("lq", "cce"),), (f"{SYM}0.4", f"{SYM}0.6", f"{SYM}0.8")),
+    Claim("gce", "Lq is more robust than CCE: it beats CCE at the last epoch from 40% symmetric noise up.",
+          "gce_table", (("lq", "cce"),), (f"{SYM}0.4", f"{SYM}0.6", f"{SYM}0.8")),
     Claim("gce", "MAE underfits: Lq beats MAE at the lowest noise rates.", "gce_table", (("lq", "mae"),),
           (f"{SYM}0.2", "asymmetric-0.1")),
     Claim("gce", "CCE memorises the noise: its last epoch is below its best from 40% symmetric noise up.",
@@ -82,16 +83,17 @@ CLAIMS = (
           (("truncated_lq", "lq"),), (f"{SYM}0.4", f"{SYM}0.6"), at_least=True),
     Claim("gce", "Lq beats CCE at the last epoch under asymmetric noise of 30% and 40%.", "gce_table",
           (("lq", "cce"),), ("asymmetric-0.3", "asymmetric-0.4")),
-    Claim("o2u", "O2U-Net beats Base at 20% and 60% noise.", "o2u_table", (("o2u", "base"),), (f"{SYM}0.2", f"{SYM}0.6")),
+    Claim("o2u", "O2U-Net beats Base at 20% and 60% noise.", "o2u_table", (("o2u", "base"),),
+          (f"{SYM}0.2", f"{SYM}0.6")),
     Claim("o2u", "APL beats Base at 20% and 60% noise.", "o2u_table", (("apl", "base"),), (f"{SYM}0.2", f"{SYM}0.6")),
     Claim("o2u", "O2U-Net + APL is at least as good as O2U-Net at 20% noise.", "o2u_table", (("o2u_apl", "o2u"),),
           (f"{SYM}0.2",), at_least=True,
           note="On digits, NCE+RCE trained from scratch on the kept samples (40-80% of about 1,130) with O2U-Net's "
                "fine-tune schedule (20 epochs, lr 0.1) underfits: its training loss rises again after the first "
                "epochs and its accuracy on the kept, mostly clean samples stays far below O2U-Net's (MLflow: "
-               "train_pass_acc_noisy of the o2u_apl runs). Seed 004 trains on 20,000 CIFAR-4 images (5,000 per class) at "
-               "lr 0.01. No setting was changed to make the claim hold: the ones tried were judged on test "
-               "accuracy."),
+               "train_pass_acc_noisy of the o2u_apl runs). Seed 004 trains on 20,000 CIFAR-4 images (5,000 "
+               "per class) at lr 0.01. No setting was changed to make the claim hold: the ones tried were "
+               "judged on test accuracy."),
     Claim("o2u", "O2U-Net + APL beats APL at 20% and 60% noise.", "o2u_table", (("o2u_apl", "apl"),),
           (f"{SYM}0.2", f"{SYM}0.6")),
     Claim("o2u", "O2U-Net beats APL at 60% noise.", "o2u_table", (("o2u", "apl"),), (f"{SYM}0.6",)),
@@ -140,12 +142,12 @@ def check(claim: Claim, runs: pd.DataFrame) -> list[dict]:
                 diff = (va - vb).dropna()  # paired by seed
                 mean = diff.mean()
                 holds &= bool(mean >= 0 if claim.at_least else mean > 0)
-                spread = f" ± {va.std():.2f}" if len(va) > 1 else ""
-                spread_b = f" ± {vb.std():.2f}" if len(vb) > 1 else ""
+                ours = [f"{_name(s)} {v.mean():.2f}" + (f" ± {v.std():.2f}" if len(v) > 1 else "")
+                        for s, v in ((a, va), (b, vb))]
                 paper = [_published(claim.table, dataset, s, setting) for s in (a, b)]
                 shown = published_for(claim.table, dataset)
                 lines.append(
-                    f"{setting_label(setting)}: {_name(a)} {va.mean():.2f}{spread} vs {_name(b)} {vb.mean():.2f}{spread_b}; "
+                    f"{setting_label(setting)}: {ours[0]} vs {ours[1]}; "
                     f"paired differences {', '.join(f'{d:+.2f}' for d in diff)} (mean {mean:+.2f})"
                     + (f"; paper ({shown[0]}): {paper[0]:.2f} vs {paper[1]:.2f}" if None not in paper else ""))
         results.append({"dataset": dataset, "holds": holds, "lines": lines})

@@ -64,7 +64,8 @@ class Runs:
 
     def arrays(self, group, setting: str) -> list[dict]:
         """The saved arrays of the group's runs at one setting, in seed order."""
-        return [results.load_run(f"{self.runs}/{group.name}", r.name, group.stage) for r in self.runs_at(group, setting)]
+        return [results.load_run(f"{self.runs}/{group.name}", r.name, group.stage)
+                for r in self.runs_at(group, setting)]
 
     def data(self, dataset: str):
         return store.load(f"{self.raw}/{dataset}")
@@ -190,9 +191,9 @@ def sce_confidence(ctx: Runs, dataset: str, table="sce_table1"):
                  for c, p in enumerate(probs[clean_hard].mean(0))]
         pred = results.load_run(f"{ctx.runs}/{g.name}", run.name, g.stage)["train_pred"]
         for c in range(data.num_classes):
+            counts = (("predictions", np.sum(pred == c)), ("true positives", np.sum((pred == c) & (true == c))))
             rows += [{"panel": f"{PAPER_NAMES[method]}: training predictions per class", "class": data.classes[c],
-                      "kind": kind, "value": int(v)}
-                     for kind, v in (("predictions", np.sum(pred == c)), ("true positives", np.sum((pred == c) & (true == c))))]
+                      "kind": kind, "value": int(v)} for kind, v in counts]
     return pd.DataFrame(rows), figures.confidence_bars
 
 

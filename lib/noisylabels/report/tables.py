@@ -94,7 +94,9 @@ def _pivot(summary: pd.DataFrame, metric: str, published: dict | None = None) ->
     for r in rows.itertuples():
         cell = _cell(getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_std"), digits)
         paper = (published or {}).get(r.method, {}).get(r.setting)
-        table.loc[PAPER_NAMES.get(r.method, r.method), setting_label(r.setting)] = cell + (f" [{_cell(*paper)}]" if paper else "")
+        if paper:
+            cell += f" [{_cell(*paper)}]"
+        table.loc[PAPER_NAMES.get(r.method, r.method), setting_label(r.setting)] = cell
     table.index.name = "method"
     return table.fillna("–")
 
