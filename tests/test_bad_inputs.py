@@ -20,22 +20,27 @@ O2U = "o2u_table.digits.methods.o2u"
 IMPROVED = "o2u_table.digits.methods.improved"
 
 
+def _holder(params, path):
+    """(the mapping that holds the key at `path`, keys joined by dots; that key)."""
+    *parents, last = path.split(".")
+    for key in parents:
+        params = params[key]
+    return params, last
+
+
 def at(path, value):
-    """Set params[path] (keys joined by dots) to value."""
+    """Set params[path] to value."""
     def edit(params):
-        *parents, last = path.split(".")
-        for key in parents:
-            params = params[key]
-        params[last] = value
+        holder, key = _holder(params, path)
+        holder[key] = value
     return edit
 
 
 def drop(path):
+    """Remove params[path]."""
     def edit(params):
-        *parents, last = path.split(".")
-        for key in parents:
-            params = params[key]
-        del params[last]
+        holder, key = _holder(params, path)
+        del holder[key]
     return edit
 
 

@@ -169,13 +169,10 @@ def normalized_cross_entropy(logits, labels):
 def normalized_focal_loss(logits, labels, gamma: float, gradient: str = "full"):
     """NFL = FL(p, y) / sum_k FL(p, k), FL(p, k) = -(1 - p_k)^gamma log p_k. gradient="apl":
     as APL's code, the focal factor and the normaliser do not carry gradient (spec NFL)."""
-    log_p = _log_p(logits)
     factor = torch.exp(gamma * _log_one_minus_p(logits))
-    if gradient == "apl":
-        factor = factor.detach()
-        return _pick(-factor * log_p, labels) / (-factor * log_p).sum(dim=1).detach()
-    focal = -factor * log_p
-    return _pick(focal, labels) / focal.sum(dim=1)
+    focal = -(factor.detach() if gradient == "apl" else factor) * _log_p(logits)
+    normaliser = focal.sum(dim=1)
+    return _pick(focal, labels) / (normaliser.detach() if gradient == "apl" else normaliser)
 
 
 def normalized_generalized_cross_entropy(logits, labels, q: float):

@@ -14,8 +14,6 @@ after a kill resumes the unfinished runs and does not retrain the finished ones.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -82,9 +80,7 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, t
         tracker.fail_abandoned(group.table, group.name)  # left RUNNING by a killed earlier stage
         parent = tracker.start_run(group.table, tracking.parent_name(group),
                                    {**tracking.group_tags(group), **extra_tags}, tracking.group_params(group))
-        # the data set: its name, and a digest of its files' checksums (meta.json)
-        digest = hashlib.sha256(json.dumps(dataset.meta["sha256"], sort_keys=True).encode()).hexdigest()[:16]
-        tracker.log_dataset(parent, dataset.name, digest, f"data/raw/{dataset.name}")
+        tracker.log_dataset(parent, dataset.name, dataset.digest, f"data/raw/{dataset.name}")
         records, trained = [], {}
         with tracker.ended_on_error(parent):
             trained_now = pool.map(todo)

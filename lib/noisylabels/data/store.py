@@ -15,6 +15,8 @@ one clear line that names the command regenerating it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,11 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def digest(self) -> str:
+        """A short digest of the array files' checksums (meta.json): the same data, the same digest."""
+        return hashlib.sha256(json.dumps(self.meta["sha256"], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def save(out_dir: str | Path, name: str, arrays: Arrays) -> None:

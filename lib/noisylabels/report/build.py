@@ -16,8 +16,8 @@ from noisylabels import results, tracking
 from noisylabels.cli import stage_errors
 from noisylabels.io import atomic_dir, check_writable, dir_digest, write_json, write_text
 from noisylabels.errors import DataError
-from noisylabels.report import claims, tables
-from noisylabels.resolve import MAIN, load_params, resolve_group
+from noisylabels.report import claims, figures, tables
+from noisylabels.resolve import load_params, resolve_group
 
 
 def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, out: str) -> None:
@@ -28,8 +28,7 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
         groups = {g: resolve_group(params, g) for g in runs["group"].unique()}
         for g, group in groups.items():
             results.load_group(f"{runs_dir}/{g}", group.stage)  # checked: a damaged folder stops here
-        curves = {t: Path(figures_dir) / ("main" if t == MAIN else params[t]["paper"]) / f"{t}_test_acc.png"
-                  for t in runs["table"].unique()}
+        curves = {t: figures.curves_path(figures_dir, t, params) for t in runs["table"].unique()}
         missing = next((f for f in curves.values() if not f.is_file()), None)
         if missing:
             raise DataError(f"{missing}: missing; regenerate it with `dvc repro -f figures`")
@@ -42,7 +41,7 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
     written = {}
     with atomic_dir(out / "tables") as tdir:
         for table, part in summary.groupby("table", sort=False):
-            title = "Main experiment" if table == MAIN else params[table].get("title", table)
+            title = tables.title(table, params)
             seeds = sorted(runs.loc[runs["table"] == table, "seed"].unique().tolist())
             notes = tables.shared_phase1([g for g in groups.values() if g.table == table])
             write_text(tdir / f"{table}.md", tables.table_markdown(title, part, seeds, notes))

@@ -14,6 +14,14 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
+from noisylabels.resolve import MAIN  # noqa: E402
+
+
+def curves_path(folder, table: str, params: dict) -> Path:
+    """Where a table's test accuracy curves are drawn (the figures stage) and found (the
+    report stage): <folder>/<the table's paper, or main>/<table>_test_acc.png."""
+    return Path(folder) / ("main" if table == MAIN else params[table]["paper"]) / f"{table}_test_acc.png"
+
 
 def _save(figure, path: Path, title: str) -> None:
     figure.suptitle(textwrap.fill(title, 110), y=1.02)

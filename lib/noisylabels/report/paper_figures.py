@@ -13,7 +13,7 @@ Epochs of a run of E epochs are compared with the paper's at the same fraction o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from noisylabels.data import store
 from noisylabels.io import atomic_dir, check_writable
 from noisylabels.report import figures, tables
 from noisylabels.report.published import PAPER_NAMES
-from noisylabels.resolve import MAIN, group_names, load_params, resolve_group
+from noisylabels.resolve import group_names, load_params, resolve_group
 
 
 class NotRun(Exception):
@@ -34,17 +34,22 @@ class NotRun(Exception):
 
 @dataclass
 class Runs:
-    """What the figures read: params.yaml's groups, and the stages' outputs."""
+    """What the figures read: params.yaml's groups (resolved once), and the stages' outputs
+    (each data set loaded once)."""
 
     params: dict
     raw: str
     noisy: str
     runs: str
+    _all: list = field(init=False, repr=False)
+    _data: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        self._all = [resolve_group(self.params, name) for name in group_names(self.params)]
 
     def groups(self, table: str, dataset: str | None = None) -> list:
         """The groups of a table section (on one data set), in params order."""
-        found = [resolve_group(self.params, name) for name in group_names(self.params)]
-        return [g for g in found if g.table == table and dataset in (None, g.dataset.name)]
+        return [g for g in self._all if g.table == table and dataset in (None, g.dataset.name)]
 
     def group(self, table: str, method: str, dataset: str):
         found = [g for g in self.groups(table, dataset) if g.method == method]
@@ -68,7 +73,9 @@ class Runs:
                 for r in self.runs_at(group, setting)]
 
     def data(self, dataset: str):
-        return store.load(f"{self.raw}/{dataset}")
+        if dataset not in self._data:
+            self._data[dataset] = store.load(f"{self.raw}/{dataset}")
+        return self._data[dataset]
 
 
 def _label(group, setting: str) -> str:
@@ -292,19 +299,16 @@ def build(params_file: str, raw: str, noisy: str, runs: str, metrics_dir: str, o
     said = []
     with atomic_dir(out) as tmp:
         for table, part in curves.groupby("table", sort=False):
-            groups = ctx.groups(table)
-            paper = "main" if table == MAIN else groups[0].paper
-            title = "Main experiment" if table == MAIN else params[table].get("title", table)
-            phase1 = max((g.written.pretrain.total_epochs for g in groups if g.two_phase), default=0)
-            path = tmp / paper / f"{table}_test_acc.png"
+            phase1 = max((g.written.pretrain.total_epochs for g in ctx.groups(table) if g.two_phase), default=0)
+            path = figures.curves_path(tmp, table, params)
             named = part.assign(method=part["method"].map(lambda m: PAPER_NAMES.get(m, m)))
-            figures.test_accuracy_curves(named, path, f"{title}: test accuracy per epoch (mean ± sd over seeds)",
-                                         phase1)
+            figures.test_accuracy_curves(named, path, f"{tables.title(table, params)}: test accuracy per epoch "
+                                         "(mean ± sd over seeds)", phase1)
             # the same numbers in the paper figures' layout (a DVC plot: dvc_plots/curves.json)
             named.rename(columns={"setting": "panel", "method": "line", "test_acc": "value"})[
                 ["panel", "line", "seed", "epoch", "value"]].to_csv(path.with_suffix(".csv"), index=False,
                                                                     float_format="%.4f")
-            said.append(f"figures: {Path(out) / paper / path.name}")
+            said.append(f"figures: {figures.curves_path(out, table, params)}")
         for paper, figs in FIGURES.items():
             for name, (table, make, title) in figs.items():
                 datasets = ctx.datasets(table)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from noisylabels.errors import DataError
 from noisylabels.io import read_json
-from noisylabels.resolve import group_names, resolve_group
+from noisylabels.resolve import MAIN, group_names, resolve_group
 from noisylabels.metrics import DETECTION, LABEL_CORRECTION, SEED_SUMMARY, mean_std
 from noisylabels.report.published import PAPER_NAMES, PUBLISHED, UNPUBLISHED
 
@@ -56,6 +56,11 @@ def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.Dat
             curves += [{**keys, "epoch": e, "test_acc": 100 * acc}
                        for e, acc in enumerate(rec["test_acc_per_epoch"], start=1 + offset)]
     return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def title(table: str, params: dict) -> str:
+    """A table section's title (params `<table>.title`), as its report and figures show it."""
+    return "Main experiment" if table == MAIN else params[table].get("title", table)
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
