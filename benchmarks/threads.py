@@ -24,7 +24,8 @@ from noisylabels.resolve import load_params, resolve_group
 from noisylabels.workers import Workers
 
 
-def _jobs(runs: int, epochs: int):
+def digits_jobs(runs: int, epochs: int):
+    """The main experiment's digits runs with `runs` seeds and `epochs` epochs: data set, group, jobs."""
     a = sources.fetch("digits", {"test_fraction": 0.3, "split_seed": 0}, "unused")
     ds = Dataset("digits", a.classes, {}, a.train_images, a.train_labels, a.test_images, a.test_labels)
     params = load_params("params.yaml")
@@ -47,7 +48,7 @@ def _seconds(ds, group, jobs, processes: int, threads: int) -> float:
 @click.option("--epochs", default=40, show_default=True)
 @click.option("--runs", default=16, show_default=True, help="runs per measurement (a group has 9 to 24)")
 def main(epochs, runs):
-    ds, g, jobs = _jobs(runs, epochs)
+    ds, g, jobs = digits_jobs(runs, epochs)
     two_processes = _seconds(ds, g, jobs, 2, 1)
     _seconds(ds, g, jobs[:1], 1, 1)  # warm-up of this process's first torch ops, not timed
     results = [("1 process x 1 thread", _seconds(ds, g, jobs, 1, 1)),

@@ -8,12 +8,10 @@ Finetune) and writes data/runs/<group>/ in the pretrain stage's format, which th
 stage reads. A change to a `finetune` setting reruns this stage only, not phase 1. MLflow: a
 new parent run of the group (tag phase=2), each model nested under it.
 """
-import os
-
 import click
 
 from noisylabels import runner
-from noisylabels.cli import Stage
+from noisylabels.cli import Stage, training_options
 
 
 @click.command(cls=Stage)
@@ -24,18 +22,9 @@ from noisylabels.cli import Stage
 @click.option("--phase1", "phase1_dir", default="data/phase1", show_default=True,
               help="folder of the pretrain stage's two-phase outputs")
 @click.option("--out", default=None, help="output folder [default: data/runs/<group>]")
-@click.option("--workers", default=min(2, os.cpu_count() or 1), type=click.IntRange(min=1),
-              show_default="min(2, CPU count)",
-              help="processes training the group's runs side by side (results do not depend on it)")
-@click.option("--checkpoints", default=None, show_default=".checkpoints/<DVC stage>",
-              help="folder of the runs' checkpoints, kept across a kill, removed when the group is saved")
-@click.option("--checkpoint-every", default="5min", show_default=True,
-              help="how often an unfinished run saves its state: minutes (5min) or epochs (2epochs)")
-@click.option("--threads", default=1, type=click.IntRange(min=1), show_default=True,
-              help="CPU threads for torch per worker")
-def main(group, params_file, raw, noisy, phase1_dir, out, workers, checkpoints, checkpoint_every, threads):
-    runner.train_stage(group, params_file, raw, noisy, out, workers, threads, checkpoints, checkpoint_every,
-                       phase1_dir=phase1_dir)
+@training_options
+def main(group, params_file, raw, noisy, phase1_dir, out, **how):
+    runner.train_stage(group, params_file, raw, noisy, out, phase1_dir=phase1_dir, **how)
 
 
 if __name__ == "__main__":

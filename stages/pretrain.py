@@ -11,12 +11,10 @@ whose corrected labels or kept-sample masks go to data/phase1/<group>/ for the f
 stage. The group becomes one MLflow parent run in its table's experiment, each trained
 model a run nested under it (lib/noisylabels/runner.py).
 """
-import os
-
 import click
 
 from noisylabels import runner
-from noisylabels.cli import Stage
+from noisylabels.cli import Stage, training_options
 
 
 @click.command(cls=Stage)
@@ -26,19 +24,9 @@ from noisylabels.cli import Stage
 @click.option("--noisy", default="data/noisy", show_default=True)
 @click.option("--out", default=None,
               help="output folder [default: data/runs/<group>, or data/phase1/<group> for a two-phase group]")
-@click.option("--workers", default=min(2, os.cpu_count() or 1), type=click.IntRange(min=1),
-              show_default="min(2, CPU count)",
-              help="processes training the group's runs side by side (results do not depend on it)")
-@click.option("--checkpoints", default=None, show_default=".checkpoints/<DVC stage>",
-              help="folder of the runs' checkpoints, kept across a kill, removed when the group is saved")
-@click.option("--checkpoint-every", default="5min", show_default=True,
-              help="how often an unfinished run saves its state: minutes (5min) or epochs (2epochs)")
-@click.option("--threads", default=1, type=click.IntRange(min=1), show_default=True,
-              help="CPU threads for torch per worker. One thread keeps CPU results identical "
-                   "whatever the machine's core count (the thread count changes float summation "
-                   "order); speed comes from separate processes (benchmarks/threads.py)")
-def main(group, params_file, raw, noisy, out, workers, checkpoints, checkpoint_every, threads):
-    runner.train_stage(group, params_file, raw, noisy, out, workers, threads, checkpoints, checkpoint_every)
+@training_options
+def main(group, params_file, raw, noisy, out, **how):
+    runner.train_stage(group, params_file, raw, noisy, out, **how)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny params file (the real schema, small numbers) and a tiny data set."""
 import copy
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,38 @@ def run_stage(script, *args, cwd, env=None):
     full_env.pop("DVC_ROOT", None)
     return subprocess.run([sys.executable, str(REPO / "stages" / script), *map(str, args)],
                           cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+def sh(cmd, cwd, env):
+    """Run a command that must succeed; its stdout and stderr."""
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+def pipeline_repo(root: Path, params: dict, env: dict | None = None):
+    """A git + DVC repository in `root` with this repository's pipeline and code and `params`,
+    committed; returns the environment to run it in (plus `env`) and the dvc command."""
+    for item in ("dvc.yaml", ".gitignore", "stages", "lib"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, root / item)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+                "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_STAGE", "DVC_EXP_NAME"):
+        full_env.pop(key, None)
+    full_env.update(env or {})
+    dvc = [sys.executable, "-m", "dvc"]
+    sh(["git", "init", "-q"], root, full_env)
+    sh([*dvc, "init", "-q"], root, full_env)
+    sh([*dvc, "config", "core.analytics", "false"], root, full_env)
+    sh(["git", "add", "-A"], root, full_env)
+    sh(["git", "commit", "-qm", "tiny pipeline"], root, full_env)
+    return full_env, dvc
 
 
 @pytest.fixture

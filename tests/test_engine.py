@@ -10,7 +10,7 @@ from noisylabels import loop, noise
 from noisylabels.errors import ConfigError
 from noisylabels.optim import SGD
 from noisylabels.resolve import resolve_group
-from noisylabels.workers import Workers
+from noisylabels.workers import Workers, worker_device
 
 from conftest import TINY_PARAMS, TinyDataset, train_job, typed
 
@@ -77,6 +77,13 @@ def test_group_results_do_not_depend_on_the_number_of_workers(params):
     for a, b in zip(one, two):
         assert a.history == b.history
         assert np.array_equal(a.test_pred, b.test_pred)
+
+
+def test_workers_spread_over_the_visible_gpus_only_for_plain_cuda():
+    assert [worker_device("cuda", i, 4) for i in range(6)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0",
+                                                             "cuda:1"]
+    assert worker_device("cuda", 3, 1) == "cuda"  # one GPU: all on it
+    assert worker_device("cuda:2", 3, 4) == "cuda:2" and worker_device("cpu", 3, 0) == "cpu"
 
 
 def test_methods_train_end_to_end_with_their_own_history():

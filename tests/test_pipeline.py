@@ -3,26 +3,16 @@
 Marked slow (about a minute); CI runs it too.
 """
 import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, TINY_PARAMS
+from conftest import TINY_PARAMS, pipeline_repo, sh
 
 pytestmark = pytest.mark.slow
-
-
-def _sh(cmd, cwd, env):
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout}\n{r.stderr}"
-    return r.stdout + r.stderr
 
 
 def _top_level_runs(repo, experiment):
@@ -37,25 +27,8 @@ def _top_level_runs(repo, experiment):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    for item in ("dvc.yaml", ".gitignore", "stages", "lib"):
-        src = REPO / item
-        if src.is_dir():
-            shutil.copytree(src, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(src, root / item)
-    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
-    for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_STAGE", "DVC_EXP_NAME"):
-        env.pop(key, None)
-    dvc = [sys.executable, "-m", "dvc"]
-    _sh(["git", "init", "-q"], root, env)
-    _sh([*dvc, "init", "-q"], root, env)
-    _sh([*dvc, "config", "core.analytics", "false"], root, env)
-    _sh(["git", "add", "-A"], root, env)
-    _sh(["git", "commit", "-qm", "tiny pipeline"], root, env)
-    first = _sh([*dvc, "repro"], root, env)
+    env, dvc = pipeline_repo(root, TINY_PARAMS)
+    first = sh([*dvc, "repro"], root, env)
     return root, env, dvc, first
 
 
@@ -134,7 +107,7 @@ def test_forward_used_the_realized_matrix_of_its_labels(repo):
 
 def test_second_repro_runs_nothing(repo):
     root, env, dvc, _ = repo
-    out = _sh([*dvc, "repro"], root, env)
+    out = sh([*dvc, "repro"], root, env)
     assert "Running stage" not in out and "up to date" in out
 
 
@@ -143,12 +116,12 @@ def test_a_forced_rerun_changes_no_tracked_file_and_leaves_no_stale_lock_entry(r
     so dvc.lock and the committed reports stay as they were (a fresh clone's `dvc repro`
     leaves `git status` clean)."""
     root, env, dvc, _ = repo
-    _sh(["git", "add", "-A"], root, env)
-    _sh(["git", "commit", "-qm", "first repro"], root, env)
-    out = _sh([*dvc, "repro", "-f"], root, env)
+    sh(["git", "add", "-A"], root, env)
+    sh(["git", "commit", "-qm", "first repro"], root, env)
+    out = sh([*dvc, "repro", "-f"], root, env)
     assert "Running stage 'pretrain-main'" in out
-    assert _sh(["git", "status", "--porcelain"], root, env) == ""
-    stages = set(_sh([*dvc, "stage", "list", "--name-only"], root, env).split())
+    assert sh(["git", "status", "--porcelain"], root, env) == ""
+    stages = set(sh([*dvc, "stage", "list", "--name-only"], root, env).split())
     assert set(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) == stages
     # the report found the new parent runs by their outputs' digest: two parents now carry it
     parents, _ = _top_level_runs(root, "main")
@@ -160,14 +133,14 @@ def test_a_local_remote_round_trip_needs_no_rerun(repo, tmp_path_factory):
     in the clone runs nothing and its reports are the same bytes."""
     root, env, dvc, _ = repo
     remote = tmp_path_factory.mktemp("remote")
-    _sh([*dvc, "remote", "add", "-d", "shared", str(remote)], root, env)
-    _sh(["git", "add", "-A"], root, env)
-    _sh(["git", "commit", "-qm", "a DVC remote"], root, env)
-    _sh([*dvc, "push"], root, env)
+    sh([*dvc, "remote", "add", "-d", "shared", str(remote)], root, env)
+    sh(["git", "add", "-A"], root, env)
+    sh(["git", "commit", "-qm", "a DVC remote"], root, env)
+    sh([*dvc, "push"], root, env)
     clone = tmp_path_factory.mktemp("clone") / "repo"
-    _sh(["git", "clone", "-q", str(root), str(clone)], root, env)
-    _sh([*dvc, "pull"], clone, env)
-    out = _sh([*dvc, "repro"], clone, env)
+    sh(["git", "clone", "-q", str(root), str(clone)], root, env)
+    sh([*dvc, "pull"], clone, env)
+    out = sh([*dvc, "repro"], clone, env)
     assert "Running stage" not in out, out
     for f in (root / "reports").rglob("*"):
         if f.is_file():
@@ -178,7 +151,7 @@ def test_a_local_remote_round_trip_needs_no_rerun(repo, tmp_path_factory):
 
 def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo):
     root, env, dvc, _ = repo
-    out = _sh([*dvc, "exp", "run", "-S", "loss.alpha=0.1"], root, env)
+    out = sh([*dvc, "exp", "run", "-S", "loss.alpha=0.1"], root, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # noise reruns for any params change, but its labels come out byte-identical, so no other
     # group's training reruns
@@ -187,13 +160,13 @@ def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo):
     assert len(parents) == 3  # one new row in the MLflow UI
     assert parents[0].data.params["loss.alpha"] == "0.1" and parents[0].data.tags["dvc_exp_name"]
     assert parents[0].info.run_name == f"main ({parents[0].data.tags['dvc_exp_name']})"  # told apart from "main"
-    shown = _sh([*dvc, "exp", "show", "--json"], root, env)
+    shown = sh([*dvc, "exp", "show", "--json"], root, env)
     assert "test_acc_last" in shown
 
 
 def test_a_finetune_change_reruns_phase_two_only(repo):
     root, env, dvc, _ = repo
-    out = _sh([*dvc, "exp", "run", "-S", "o2u_table.digits.methods.o2u.finetune.lr=0.05"], root, env)
+    out = sh([*dvc, "exp", "run", "-S", "o2u_table.digits.methods.o2u.finetune.lr=0.05"], root, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"validate", "noise", "finetune@o2u_table-o2u-digits", "evaluate", "figures", "report"}
 
@@ -212,4 +185,4 @@ def test_a_bad_value_stops_before_any_output_is_removed(repo):
         assert {f: f.read_bytes() for f in (root / "data/noisy/main").iterdir()} == before
     finally:
         params.write_text(good)
-    assert "Running stage" not in _sh([*dvc, "repro"], root, env).replace("Running stage 'validate'", "")
+    assert "Running stage" not in sh([*dvc, "repro"], root, env).replace("Running stage 'validate'", "")

@@ -1,22 +1,25 @@
 """What the stage scripts share.
 
 Stages wrap their checks in `stage_errors()`; a ConfigError (bad params), DataError (missing
-or corrupt data), DivergenceError (a run's loss is no longer finite) or TrackingError
-(unusable MLflow store; errors.py has them all) prints
+or corrupt data), DivergenceError (a run's loss is no longer finite), TrackingError
+(unusable MLflow store) or ExecutorError (unreachable Ray cluster; errors.py has them all) prints
 `error: <one line>` to stderr and exits with status 2 before anything is written (outputs
 are written atomically); `Stage` makes a bad command-line option the same one line.
+`training_options` are the pretrain and finetune stages' options that do not change results
+(each also read from an environment variable, so `dvc repro` and `dvc exp run` take them).
 `groups_from_params` is the all-groups stages' prelude.
 The all-groups stages (noise, evaluate) use `write_per_group`.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from contextlib import contextmanager
 
 import click
 
-from noisylabels.errors import ConfigError, DataError, DivergenceError, TrackingError
+from noisylabels.errors import ConfigError, DataError, DivergenceError, ExecutorError, TrackingError
 from noisylabels.io import atomic_dir, check_writable
 from noisylabels.resolve import group_names, load_params, resolve_group
 
@@ -35,6 +38,41 @@ class Stage(click.Command):
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         sys.exit(code if isinstance(code, int) else 0)  # --help returns 0
+
+
+def training_options(command):
+    """--workers, --threads, --executor, --gpus-per-run, --checkpoints, --checkpoint-every:
+    how a group trains, never what it learns. DVC runs the stages with the commands of
+    dvc.yaml, so each option also reads NOISYLABELS_<OPTION> (e.g. NOISYLABELS_EXECUTOR=ray
+    dvc exp run ...), and changing one reruns nothing."""
+    options = [
+        click.option("--workers", default=min(2, os.cpu_count() or 1), type=click.IntRange(min=1),
+                     show_default="min(2, CPU count)", envvar="NOISYLABELS_WORKERS", show_envvar=True,
+                     help="local executor: processes training the group's runs side by side, spread over the "
+                          "visible GPUs with device cuda (results do not depend on it)"),
+        click.option("--threads", default=1, type=click.IntRange(min=1), show_default=True,
+                     envvar="NOISYLABELS_THREADS", show_envvar=True,
+                     help="CPU threads for torch per worker or Ray task. One thread keeps CPU results identical "
+                          "whatever the machine's core count (the thread count changes float summation "
+                          "order); speed comes from separate processes (benchmarks/threads.py)"),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     envvar="NOISYLABELS_EXECUTOR", show_envvar=True,
+                     help="local: worker processes on this machine; ray: one Ray task per run on the cluster "
+                          "at $RAY_ADDRESS (results are the same)"),
+        click.option("--gpus-per-run", default=1.0, type=click.FloatRange(min=0, max=1, min_open=True),
+                     show_default=True, envvar="NOISYLABELS_GPUS_PER_RUN", show_envvar=True,
+                     help="Ray executor on CUDA: the GPU share of one run's task (0.25: four runs per GPU)"),
+        click.option("--checkpoints", default=None, show_default=".checkpoints/<DVC stage>",
+                     envvar="NOISYLABELS_CHECKPOINTS", show_envvar=True,
+                     help="folder of the runs' checkpoints, kept across a kill, removed when the group is saved "
+                          "(with Ray on several nodes: a folder all nodes share, so a retried task resumes)"),
+        click.option("--checkpoint-every", default="5min", show_default=True,
+                     envvar="NOISYLABELS_CHECKPOINT_EVERY", show_envvar=True,
+                     help="how often an unfinished run saves its state: minutes (5min) or epochs (2epochs)"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def groups_from_params(params_file: str, group: str | None) -> list:
@@ -83,7 +121,7 @@ def stop_on_signals():
 def stage_errors():
     try:
         yield
-    except (ConfigError, DataError, DivergenceError, TrackingError) as e:
+    except (ConfigError, DataError, DivergenceError, ExecutorError, TrackingError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt as e:  # Ctrl-C, or Stopped: exit as the signal would, 128 + its number

@@ -18,3 +18,7 @@ class TrackingError(RuntimeError):
 
 class DivergenceError(RuntimeError):
     """A run whose training loss stopped being a finite number."""
+
+
+class ExecutorError(RuntimeError):
+    """The Ray cluster of `--executor ray` cannot be used."""

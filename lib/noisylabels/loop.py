@@ -41,10 +41,13 @@ HISTORY_KEYS = ("lr", "train_loss", "train_pass_acc_noisy", "train_pass_acc_true
 
 
 def resolve_device(name: str) -> torch.device:
+    """train.device on this machine (cuda: every visible GPU, workers.worker_device spreads them)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device='cuda': no CUDA device is available here; use auto or cpu")
+    gpus = torch.cuda.device_count()
+    if name.startswith("cuda") and (torch.device(name).index or 0) >= gpus:
+        allowed = f"auto, cpu, cuda or cuda:0 to cuda:{gpus - 1}" if gpus else "auto or cpu"
+        raise ConfigError(f"train.device={name!r}: {gpus} CUDA device(s) visible here; use {allowed}")
     return torch.device(name)
 
 

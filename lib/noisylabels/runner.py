@@ -2,8 +2,8 @@
 to MLflow, save them.
 
 `train_stage` resolves the group, loads its data set, noisy labels and (phase 2) phase 1's
-artefacts, checks everything that could fail inside a worker, then starts the worker
-processes (workers.py), opens the MLflow parent run of the group (one per stage execution,
+artefacts, checks everything that could fail inside a worker, then starts the workers
+(processes here, or a Ray cluster's tasks: workers.py), opens the MLflow parent run of the group (one per stage execution,
 in the table's experiment) while they start, logs each trained model as a nested run as it
 finishes (params, per-epoch history, and its final metrics, computed by metrics.run_record
 as the evaluate stage computes them), puts the seed summary on the parent, and writes the
@@ -20,27 +20,29 @@ from pathlib import Path
 import click
 
 from noisylabels import checkpoint, loop, metrics, noise, results, tracking
+from noisylabels.workers import start_workers
 from noisylabels.cli import stage_errors, stop_on_signals
 from noisylabels.data import store
 from noisylabels.errors import ConfigError
 from noisylabels.io import check_writable, dir_digest
 from noisylabels.resolve import load_params, resolve_group
-from noisylabels.workers import Workers
 
 
-def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: str | None, workers: int,
-                threads: int, checkpoints: str | None, checkpoint_every: str, phase1_dir: str | None = None) -> None:
+def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: str | None, phase1_dir: str | None = None,
+                workers: int = 1, threads: int = 1, executor: str = "local", gpus_per_run: float = 1.0,
+                checkpoints: str | None = None, checkpoint_every: str = "5min") -> None:
     """The pretrain stage (phase1_dir None: a single-phase group, or phase 1 of a two-phase
     one) or the finetune stage (phase 2 of a two-phase group, on phase1_dir's outputs).
-    checkpoints: the folder of this stage's checkpoints (default .checkpoints/<DVC stage>);
-    checkpoint_every: e.g. 5min or 2epochs (checkpoint.py)."""
+    The rest are cli.training_options: how the runs train (workers.py), where and how often
+    they save checkpoints (default .checkpoints/<DVC stage>; e.g. 5min or 2epochs)."""
     with stage_errors():
         every_epochs, every_minutes = checkpoint.parse_every(checkpoint_every)
         group = resolve_group(load_params(params_file), group_name)
         if phase1_dir and not group.two_phase:
             raise ConfigError(f"group={group_name!r}: not a two-phase group; finetune runs the groups of "
                               "two_phase_groups")
-        device = loop.resolve_device(group.train.device)
+        # Ray tasks pick their device where they run; the local executor's is checked here
+        device = loop.resolve_device(group.train.device) if executor == "local" else group.train.device
         dataset = store.load(f"{raw}/{group.dataset.name}")
         labels = noise.load(f"{noisy}/{group_name}", group, len(dataset.train_labels))
         phase1, tags = None, {"phase": "1"} if group.two_phase else {}
@@ -52,13 +54,15 @@ def train_stage(group_name: str, params_file: str, raw: str, noisy: str, out: st
         loop.preflight(group, dataset)
         phase1_only = group.two_phase and not phase1_dir
         out = out or f"data/{'phase1' if phase1_only else 'runs'}/{group_name}"
-        folder = Path(checkpoints or f".checkpoints/{group.phase1_stage if phase1_only else group.stage}")
+        # absolute: a Ray task does not run in this folder
+        folder = Path(checkpoints or f".checkpoints/{group.phase1_stage if phase1_only else group.stage}").resolve()
         check_writable(out)
         check_writable(folder / "run.pt")
         jobs = [replace(job, checkpoint=_plan(job, folder, every_epochs, every_minutes)) for job in jobs]
     # a diverged run, Ctrl-C, SIGTERM or SIGHUP: one line, the MLflow runs ended, nothing written
     with stage_errors(), stop_on_signals():
-        _train_and_log(group, dataset, device, jobs, workers, threads, out, tags)
+        how = {"executor": executor, "processes": workers, "threads": threads, "gpus_per_run": gpus_per_run}
+        _train_and_log(group, dataset, device, jobs, how, out, tags)
 
 
 def _plan(job: loop.Job, folder: Path, every_epochs, every_minutes) -> checkpoint.Plan:
@@ -67,15 +71,15 @@ def _plan(job: loop.Job, folder: Path, every_epochs, every_minutes) -> checkpoin
     return checkpoint.Plan(folder, job.run.name, key, every_epochs, every_minutes)
 
 
-def _train_and_log(group, dataset, device, jobs: list[loop.Job], workers: int, threads: int, out: str,
-                   extra_tags: dict) -> None:
-    """Train the jobs not finished by an earlier, killed execution (checkpoint.py), log every
-    run as it comes, in run order, save the group, and drop its checkpoints."""
+def _train_and_log(group, dataset, device, jobs: list[loop.Job], how: dict, out: str, extra_tags: dict) -> None:
+    """Train the jobs not finished by an earlier, killed execution (checkpoint.py) as `how`
+    says (start_workers), log every run as it comes, in run order, save the group, and drop
+    its checkpoints."""
     finished = {job.run.name: job.checkpoint.load_result() for job in jobs}
     todo = [job for job in jobs if finished[job.run.name] is None]
     if len(todo) < len(jobs):
         click.echo(f"{group.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished before; training the others")
-    with Workers(dataset, device, max(1, min(workers, len(todo))), threads, group.train) as pool:
+    with start_workers(dataset, device, group.train, len(todo), **how) as pool:
         tracker = tracking.Tracker()  # fails here, before training, if the store is unusable
         tracker.fail_abandoned(group.table, group.name)  # left RUNNING by a killed earlier stage
         parent = tracker.start_run(group.table, tracking.parent_name(group),

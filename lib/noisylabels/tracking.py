@@ -3,7 +3,9 @@
 - Store: $MLFLOW_TRACKING_URI when set, else sqlite:///<root>/mlflow.db, where <root> is
   $DVC_ROOT (DVC sets it for every stage, and points it at the parent repository for queued
   experiments, which run in a temporary copy) or else the repository holding the current
-  folder. Artifacts go under the absolute <root>/mlartifacts/<experiment>.
+  folder. Artifacts go under the absolute <root>/mlartifacts/<experiment>, or, with a
+  tracking server (MLFLOW_TRACKING_URI=http://...), through its artifact proxy to wherever
+  the server stores them.
 - Experiments: one per table section ("sce_table1", ...) plus "main", tagged
   mlflow.experimentKind=custom_model_development, so that MLflow 3's UI opens them on the
   training runs rather than on its generative-AI overview.
@@ -184,7 +186,10 @@ class Tracker:
         if name not in self._experiment_ids:
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
-                location = (self.root / "mlartifacts" / name).as_uri()
+                # a tracking server stores artifacts where it is told to (its artifact proxy,
+                # `mlflow server --artifacts-destination`), not in a folder of this machine
+                server = self.uri.startswith(("http://", "https://"))
+                location = None if server else (self.root / "mlartifacts" / name).as_uri()
                 exp_id = self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
             else:
                 exp_id = exp.experiment_id

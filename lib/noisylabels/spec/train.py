@@ -6,6 +6,7 @@ default to the plain setting of the default run.
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
@@ -83,13 +84,21 @@ class Train(Schedule):
     weight_decay: NonNegative  # L2 decay in the gradient (torch's weight_decay), every parameter
     # clip the gradient's total norm to this before each step (clip_grad_norm_; APL's code: 5.0)
     grad_clip: Optional[Positive] = None
-    device: Literal["auto", "cpu", "cuda"]
+    # auto: cuda when there is a GPU; cuda: every visible GPU (workers spread over them); cuda:N: GPU N
+    device: str
     # Keras SGD's `decay` (SCE's code): the lr of iteration i is the epoch's lr / (1 + lr_decay * i)
     lr_decay: NonNegative = 0.0
     # Keras kernel_regularizer l2(c) per layer: {parameter-name prefix or all: c}, c * sum(w^2) in the loss
     l2: dict[str, NonNegative] = {}
     normalize: Literal["channel", "pixel_mean", "imagenet"] = "channel"
     augment: named(AUGMENTS) = NoAugment()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError("expected auto, cpu, cuda or cuda:<GPU index>")
+        return value
 
     @field_validator("l2")
     @classmethod
