@@ -2,8 +2,10 @@
 import copy
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,27 @@ def pipeline_repo(root: Path, params: dict, env: dict | None = None):
     sh(["git", "add", "-A"], root, full_env)
     sh(["git", "commit", "-qm", "tiny pipeline"], root, full_env)
     return full_env, dvc
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """A one-node Ray cluster on this machine; its address. Ray's session folder must have a
+    short path (Unix socket names are limited to 107 bytes), hence not pytest's tmp_path."""
+    port, ray = free_port(), str(Path(sys.executable).parent / "ray")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    sh([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+        "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"], None, env)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,42 +10,19 @@
 Marked slow (about two minutes); CI runs them too.
 """
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_PARAMS, pipeline_repo, run_stage, sh
+from conftest import REPO, TINY_PARAMS, free_port, pipeline_repo, run_stage, sh
 from noisylabels.io import dir_digest
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent  # the ray and mlflow commands of this environment
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ray_address():
-    """A one-node Ray cluster on this machine; its address. Ray's session folder must have a
-    short path (Unix socket names are limited to 107 bytes), hence not pytest's tmp_path."""
-    port = _free_port()
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    sh([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-        "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"], None, env)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
-    shutil.rmtree(temp, ignore_errors=True)
+BIN = Path(sys.executable).parent  # the mlflow command of this environment
 
 
 def _train(prepared_args, group, out, tmp_path, **env):
@@ -104,16 +81,19 @@ def test_a_ray_task_killed_mid_run_is_retried_and_resumes_from_its_checkpoint(tm
     assert stage.returncode == 0, err
     assert dir_digest(tmp_path / "resumed") == dir_digest(tmp_path / "whole")  # as if never killed
     assert not folder.exists()
-    # the retried task trained the epochs after its checkpoint, not all 300: it took about half
-    # as long as the uninterrupted run (its MLflow run spans the retried execution)
+    # MLflow shows the lost attempt FAILED, and the retried task's run, which trained the
+    # epochs after its checkpoint, not all 300: about half as long as the uninterrupted run
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    first, retried = client.search_runs([client.get_experiment_by_name("main").experiment_id],
-                                        "attributes.run_name = 'sl-digits-symmetric-0.4-s0'",
-                                        order_by=["attributes.start_time ASC"])
-    took = [(r.info.end_time - r.info.start_time) / 1000 for r in (first, retried)]
+    whole_run, lost, retried = client.search_runs([client.get_experiment_by_name("main").experiment_id],
+                                                  "attributes.run_name = 'sl-digits-symmetric-0.4-s0'",
+                                                  order_by=["attributes.start_time ASC"])
+    assert [r.info.status for r in (whole_run, lost, retried)] == ["FINISHED", "FAILED", "FINISHED"]
+    took = [(r.info.end_time - r.info.start_time) / 1000 for r in (whole_run, retried)]
     assert took[1] < 0.8 * took[0], took
+    steps = sorted(m.step for m in client.get_metric_history(retried.info.run_id, "test_acc"))
+    assert steps == list(range(1, 301))  # every epoch once, those before the checkpoint included
 
 
 def _saved_epoch(path: Path) -> int:
@@ -135,7 +115,7 @@ def test_a_missing_or_unreachable_ray_cluster_stops_before_training(tmp_path, pa
     args = prepared(params)
     out = tmp_path / "runs"
     for env, expect in [({}, "--executor ray: RAY_ADDRESS is not set"),
-                        ({"RAY_ADDRESS": f"127.0.0.1:{_free_port()}"}, "no Ray cluster reachable there")]:
+                        ({"RAY_ADDRESS": f"127.0.0.1:{free_port()}"}, "no Ray cluster reachable there")]:
         started = time.monotonic()
         r = _train(args, "main", out, tmp_path, NOISYLABELS_EXECUTOR="ray", **env)
         assert time.monotonic() - started < 60  # not Ray's minutes of retrying
@@ -155,7 +135,7 @@ def test_a_run_failing_in_a_ray_task_stops_the_stage_as_a_local_one_does(tmp_pat
 @pytest.fixture
 def tracking_server(tmp_path):
     """`mlflow server` on a free loopback port: SQLite backend, artifacts proxied into a folder."""
-    port = _free_port()
+    port = free_port()
     store = tmp_path / "server"
     store.mkdir()
     server = subprocess.Popen(

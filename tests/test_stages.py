@@ -2,9 +2,15 @@
 MLflow store): one line, exit code 2, nothing written; and what the download stage records
 of local files. Bad params and options alone are in test_bad_inputs.py."""
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 
-from conftest import run_stage
+import pytest
+
+from conftest import REPO, run_stage
 
 
 def _fails_cleanly(result, expect, out):
@@ -109,3 +115,42 @@ def test_download_stage_records_local_files_and_reports_a_smaller_data_set(tmp_p
     assert meta["notes"] == [note] and meta["source"] == f"MNIST from the files in {raw}/"
     assert [f["path"] for f in meta["files"]] == [str(raw / f) for f in (
         "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_model_runs_show_their_epochs_in_mlflow_while_they_train(tmp_path, params, prepared, executor, request):
+    """A model run is created when its training starts and its per-epoch metrics arrive while
+    it trains (every tracking.LIVE_EVERY_S seconds); when it ends, every epoch is there once."""
+    from mlflow.tracking import MlflowClient
+
+    params["train"].update(epochs=600, milestones=[300])  # ~15 s per run
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "NOISYLABELS_EXECUTOR": executor}
+    if executor == "ray":
+        env["RAY_ADDRESS"] = request.getfixturevalue("ray_address")
+    env.pop("DVC_ROOT", None)
+    args = prepared(params)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client.search_experiments()  # the store exists before the stage starts polling it
+    stage = subprocess.Popen([sys.executable, str(REPO / "stages/pretrain.py"), *map(str, args), "--out",
+                              str(tmp_path / "runs")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    seen_live, deadline = None, time.monotonic() + 240
+    while stage.poll() is None and seen_live is None:
+        assert time.monotonic() < deadline
+        exp = client.get_experiment_by_name("main")
+        for run in client.search_runs([exp.experiment_id]) if exp else []:
+            steps = len(client.get_metric_history(run.info.run_id, "test_acc"))
+            if "mlflow.parentRunId" in run.data.tags and run.info.status == "RUNNING" and 0 < steps < 600:
+                seen_live = steps
+        time.sleep(0.5)
+    out, err = stage.communicate(timeout=300)
+    assert stage.returncode == 0, err
+    assert seen_live, "no model run showed part of its curve while it trained"
+    runs = client.search_runs([client.get_experiment_by_name("main").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in children:
+        history = client.get_metric_history(run.info.run_id, "test_acc")
+        assert sorted(m.step for m in history) == list(range(1, 601))  # every epoch, once
+        assert "test_acc_last" in run.data.metrics and run.data.params["loss.name"] == "sl"
