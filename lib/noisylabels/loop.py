@@ -10,6 +10,10 @@ A job is one of three kinds that share one loop (`_fit`): a single-phase method,
 a two-phase method (label correction or O2U-Net's ranking) or its phase 2 (on phase 1's
 corrected labels or kept samples).
 
+While a run trains, `train` can report its progress (`report`): ("start", run, time in ms)
+once, then ("epoch", run, {history key: (step, value)}) after every epoch of the run's own
+training, which the stage logs to MLflow as it comes (tracking.LiveRuns).
+
 A training loss that is no longer finite stops the run at the end of that epoch with a
 DivergenceError (one line: run, epoch, value, learning rate); no NaN reaches an output.
 
@@ -19,6 +23,7 @@ Per-epoch history (also the MLflow metric names, step = epoch):
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -135,13 +140,14 @@ def predict(model, x) -> torch.Tensor:
 
 
 def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targets=None,
-         keep: np.ndarray | None = None, desc: str = "", checkpoint: Plan | None = None) -> RunResult:
+         keep: np.ndarray | None = None, desc: str = "", checkpoint: Plan | None = None, on_epoch=None) -> RunResult:
     """Train `model` with `method` on the fitted samples (not held out; with `keep`, only those).
 
     targets: what the method's loss compares with, one row per fitted sample (default: the
     noisy labels; soft labels after a label correction). The method sets the schedule
     (method.epochs, method.lr(epoch), method.batch_size(epoch)); `train` the optimizer.
     checkpoint: the run resumes from its saved state, if any, and saves it as planned.
+    on_epoch: called after each epoch with {history key: (its step, its value)}.
     """
     device = data.train_x.device
     fit = np.flatnonzero(~labels.val)
@@ -210,6 +216,8 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
             history[key].append(float(value))
         for key, value in method.end_epoch(epoch, model, x, y, history["val_acc_noisy"][-1]).items():
             history[key].append(value)
+        if on_epoch:
+            on_epoch({key: (len(values), values[-1]) for key, values in history.items() if values})
         if checkpoint and epoch < method.epochs and checkpoint.due(epoch, last_save):
             checkpoint.save({"epoch": epoch, "iteration": iteration, "model": model.state_dict(),
                              "optimizer": opt.buffers, "global_rng": _global_rng(device), "method": method.state(),
@@ -260,7 +268,7 @@ def preflight(group, dataset) -> None:
     SGD.for_train(model, group.train)
 
 
-def _single(data: Tensors, job: Job, desc: str) -> RunResult:
+def _single(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:
     run, method, labels = job.run, job.run.method, job.labels
     matrix = job.matrix
     if getattr(method.loss, "matrix", None) == "estimated":
@@ -278,35 +286,42 @@ def _single(data: Tensors, job: Job, desc: str) -> RunResult:
     model = _model(run.group, data, run.seed)
     trainer = methods.build(method, run.group.train, matrix=None if matrix is None else torch.from_numpy(matrix),
                             n_fit=int((~labels.val).sum()), seed=run.seed, device=data.train_x.device)
-    result = _fit(data, labels, run.seed, model, trainer, run.group.train, desc=desc, checkpoint=job.checkpoint)
+    result = _fit(data, labels, run.seed, model, trainer, run.group.train, desc=desc, checkpoint=job.checkpoint,
+                  on_epoch=on_epoch)
     result.matrix = matrix
     return result
 
 
-def _pretrain(data: Tensors, job: Job, desc: str) -> RunResult:
+def _pretrain(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:
     run, labels = job.run, job.labels
     fit = np.flatnonzero(~labels.val)
     trainer = two_phase.build_pretrain(run.method.pretrain, run.group.train, noisy=torch.from_numpy(labels.noisy[fit]),
                                        true=data.train_y.cpu()[fit], num_classes=data.num_classes,
                                        realized_noise_rate=labels.realized_noise_rate, device=data.train_x.device)
     return _fit(data, labels, run.seed, _model(run.group, data, run.seed), trainer, run.group.train, desc=desc,
-                checkpoint=job.checkpoint)
+                checkpoint=job.checkpoint, on_epoch=on_epoch)
 
 
-def _finetune(data: Tensors, job: Job, desc: str) -> RunResult:
+def _finetune(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:
     run, spec = job.run, job.run.method.finetune
     model = _model(run.group, data, run.seed)
     if spec.init == "phase1":
         model.load_state_dict(job.phase1["state_dict"])
     trainer = two_phase.Finetune(spec, run.group.train, seed=run.seed)
     return _fit(data, job.labels, run.seed, model, trainer, run.group.train,
-                targets=job.phase1.get("labels"), keep=job.phase1.get("keep"), desc=desc, checkpoint=job.checkpoint)
+                targets=job.phase1.get("labels"), keep=job.phase1.get("keep"), desc=desc, checkpoint=job.checkpoint,
+                on_epoch=on_epoch)
 
 
-def train(data: Tensors, job: Job) -> RunResult:
-    """Train one job on `data` (to_tensors of its group's data set)."""
+def train(data: Tensors, job: Job, report=None) -> RunResult:
+    """Train one job on `data` (to_tensors of its group's data set); report(kind, run, what):
+    its progress (module docstring), or None."""
     kinds = {"single": _single, "pretrain": _pretrain, "finetune": _finetune}
     started = int(time.time() * 1000)
-    result = kinds[job.kind](data, job, f"{job.run.group.name} {job.run.name}")
+    on_epoch = None
+    if report:
+        report("start", job.run.name, started)
+        on_epoch = functools.partial(report, "epoch", job.run.name)
+    result = kinds[job.kind](data, job, f"{job.run.group.name} {job.run.name}", on_epoch)
     result.started_ms, result.ended_ms = started, int(time.time() * 1000)
     return result

@@ -3,10 +3,11 @@ to MLflow, save them.
 
 `train_stage` resolves the group, loads its data set, noisy labels and (phase 2) phase 1's
 artefacts, checks everything that could fail inside a worker, then starts the workers
-(processes here, or a Ray cluster's tasks: workers.py), opens the MLflow parent run of the group (one per stage execution,
-in the table's experiment) while they start, logs each trained model as a nested run as it
-finishes (params, per-epoch history, and its final metrics, computed by metrics.run_record
-as the evaluate stage computes them), puts the seed summary on the parent, and writes the
+(processes here, or a Ray cluster's tasks: workers.py), opens the MLflow parent run of the
+group (one per stage execution, in the table's experiment) while they start, logs each
+trained model as a nested run from its start (params, per-epoch history as it trains) to
+its end (its final metrics, computed by metrics.run_record as the evaluate stage computes
+them: tracking.LiveRuns), puts the seed summary on the parent, and writes the
 outputs atomically (results.py) only when every run has finished. The final metrics are
 logged here rather than by the evaluate stage because opening MLflow costs a stage about
 3 s, and the training stages open it anyway. Runs save checkpoints (checkpoint.py): a rerun
@@ -73,8 +74,8 @@ def _plan(job: loop.Job, folder: Path, every_epochs, every_minutes) -> checkpoin
 
 def _train_and_log(group, dataset, device, jobs: list[loop.Job], how: dict, out: str, extra_tags: dict) -> None:
     """Train the jobs not finished by an earlier, killed execution (checkpoint.py) as `how`
-    says (start_workers), log every run as it comes, in run order, save the group, and drop
-    its checkpoints."""
+    says (start_workers), log every run while it trains and when it ends (tracking.LiveRuns),
+    save the group, and drop its checkpoints."""
     finished = {job.run.name: job.checkpoint.load_result() for job in jobs}
     todo = [job for job in jobs if finished[job.run.name] is None]
     if len(todo) < len(jobs):
@@ -86,8 +87,11 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], how: dict, out:
                                    {**tracking.group_tags(group), **extra_tags}, tracking.group_params(group))
         tracker.log_dataset(parent, dataset.name, dataset.digest, f"data/raw/{dataset.name}")
         records, trained = [], {}
-        with tracker.ended_on_error(parent):
-            trained_now = pool.map(todo)
+        live = tracking.LiveRuns(tracker, group.table, parent, {
+            job.run.name: (tracking.run_name(job.run), {**tracking.run_tags(job.run), **extra_tags},
+                           tracking.run_params(job.run)) for job in jobs})
+        with tracker.ended_on_error(parent), live.ended_on_error():
+            trained_now = pool.map(todo, live.add)  # the runs appear in MLflow as they start
             for job in jobs:
                 run, saved = job.run, finished[job.run.name]
                 result = loop.RunResult(**saved) if saved else next(trained_now)
@@ -96,9 +100,7 @@ def _train_and_log(group, dataset, device, jobs: list[loop.Job], how: dict, out:
                 record = metrics.run_record(vars(result), dataset, job.labels, result.artefacts or job.phase1)
                 records.append({"setting": run.setting.name, **record})
                 final = {**result.metrics, **metrics.mlflow_metrics(record, dataset.classes)}
-                tracker.log_run(group.table, tracking.run_name(run), {**tracking.run_tags(run), **extra_tags},
-                                tracking.run_params(run), result.history, final, parent_id=parent,
-                                span_ms=(result.started_ms, result.ended_ms))
+                live.finish(run.name, result.history, final, (result.started_ms, result.ended_ms))
                 trained[run.name] = result
                 acc = result.history["test_acc"]
                 click.echo(f"{group.name} {run.name}: test acc last {acc[-1]:.4f}, max {max(acc):.4f}")

@@ -3,9 +3,11 @@
 - Store: $MLFLOW_TRACKING_URI when set, else sqlite:///<root>/mlflow.db, where <root> is
   $DVC_ROOT (DVC sets it for every stage, and points it at the parent repository for queued
   experiments, which run in a temporary copy) or else the repository holding the current
-  folder. Artifacts go under the absolute <root>/mlartifacts/<experiment>, or, with a
-  tracking server (MLFLOW_TRACKING_URI=http://...), through its artifact proxy to wherever
-  the server stores them.
+  folder. Artifacts go under <root>/mlartifacts/<experiment> (MLflow records it as an
+  absolute path: a moved or copied repository has its store's locations rewritten to its
+  new folder when a stage next opens it, relocate_artifacts), or, with a tracking server
+  (MLFLOW_TRACKING_URI=http://...), through its artifact proxy to wherever the server
+  stores them.
 - Experiments: one per table section ("sce_table1", ...) plus "main", tagged
   mlflow.experimentKind=custom_model_development, so that MLflow 3's UI opens them on the
   training runs rather than on its generative-AI overview.
@@ -18,8 +20,10 @@
   (the stage script), source type, user and git commit. A run ends FINISHED, FAILED (an
   error) or KILLED (Ctrl-C, SIGTERM, SIGHUP); one left RUNNING by a killed stage (SIGKILL, a
   lost machine) is marked FAILED when its group next trains on that host (`fail_abandoned`).
-  A model run is logged when its training ends, with the training's real start and end
-  times; the parent has the data set as an MLflow dataset input (name, digest of its files).
+  A model run is created when its training starts (LiveRuns), with its params; its
+  per-epoch metrics arrive while it trains, every LIVE_EVERY_S seconds, so curves grow in
+  the UI; it ends when its training ends, with its final metrics. The parent has the data
+  set as an MLflow dataset input (name, digest of its files).
   The parent of a training stage is also tagged `outputs`: the sha256 of the stage's output
   folder (io.dir_digest), which holds no run id, so DVC outputs stay deterministic; the
   report attaches its tables to the latest FINISHED parent with that digest (`find_parent`),
@@ -35,12 +39,13 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -165,6 +170,31 @@ def end_status(error: BaseException) -> str:
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
+def relocate_artifacts(db: Path, root: Path) -> list[str]:
+    """Point the store's experiments made here (artifacts in <some folder>/mlartifacts/<name>)
+    and their runs at <root>/mlartifacts/<name>, if they point elsewhere: the repository,
+    its mlflow.db and mlartifacts/ were moved or copied together, and without this MLflow
+    would keep writing the artifacts into the old folder (or recreate it). MLflow stores
+    those locations as absolute URIs and has no API to change them (mlflow/mlflow#3719,
+    #3144), so this rewrites its two columns in place. Returns the experiments moved."""
+    base = (root / "mlartifacts").as_uri() + "/"
+    moved = []
+    try:
+        with closing(sqlite3.connect(db)) as con, con:  # one transaction
+            for exp_id, location in con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall():
+                old_base, found, name = (location or "").rpartition("/mlartifacts/")
+                if not found or not old_base.startswith("file://") or "/" in name or location == base + name:
+                    continue
+                con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (base + name, exp_id))
+                con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? "
+                            "AND substr(artifact_uri, 1, ?) = ?", (base + name, len(location) + 1, exp_id,
+                                                                   len(location), location))
+                moved.append(name)
+    except sqlite3.Error as e:
+        raise TrackingError(f"tracking store {db}: could not update its artifact locations ({e})") from None
+    return moved
+
+
 class Tracker:
     """A thin MlflowClient wrapper that applies the conventions above."""
 
@@ -180,6 +210,10 @@ class Tracker:
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise TrackingError(f"tracking store {self.uri!r}: unusable ({reason}); move the file aside (a new "
                                 "store is created) or point MLFLOW_TRACKING_URI at a working one") from None
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri.removeprefix("sqlite:///"))
+            if db.parent.resolve() == self.root and db.exists():  # the repository's own store
+                relocate_artifacts(db, self.root)
         self._experiment_ids: dict[str, str] = {}  # one lookup per experiment, not one per run
 
     def experiment_id(self, name: str) -> str:
@@ -218,20 +252,7 @@ class Tracker:
         """Create a run with its params; return its id."""
         run_id = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags,
                                         start_time=start_ms).info.run_id
-        self._log(run_id, params, [])
-        return run_id
-
-    def log_run(self, experiment: str, name: str, tags: dict, params: dict, history: dict[str, list[float]],
-                final: dict[str, float], parent_id: str, span_ms: tuple[int | None, int | None] = (None, None)) -> str:
-        """A finished model run in one go: params, per-epoch metrics (step = epoch, from 1) and
-        final metrics (step 0) in as few calls as MLflow allows (each call is a database
-        transaction, about 10 ms); span_ms: when it trained (its start and end in the UI).
-        Returns its id."""
-        run_id = self.start_run(experiment, name, {**tags, "mlflow.parentRunId": parent_id}, {}, span_ms[0])
-        metrics = self._metrics(history, first_step=1) + self._metrics({k: [v] for k, v in final.items()}, 0)
-        with self.ended_on_error(run_id):  # Ctrl-C while logging: the run does not stay RUNNING
-            self._log(run_id, params, metrics)
-        self.finish(run_id, end_ms=span_ms[1])
+        self.log_batch(run_id, params, [])
         return run_id
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
@@ -259,7 +280,7 @@ class Tracker:
         return [Metric(key, float(v), ts, step) for key, values in series.items()
                 for step, v in enumerate(values, start=first_step)]
 
-    def _log(self, run_id: str, params: dict, metrics: list) -> None:
+    def log_batch(self, run_id: str, params: dict, metrics: list) -> None:
         """Params and metrics in batches within MLflow's limits (100 params, 1000 entries a call)."""
         from mlflow.entities import Param
 
@@ -286,7 +307,7 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Final (single-value) metrics, at step 0."""
-        self._log(run_id, {}, self._metrics({k: [v] for k, v in metrics.items()}, first_step=0))
+        self.log_batch(run_id, {}, self._metrics({k: [v] for k, v in metrics.items()}, first_step=0))
 
     def log_artifacts(self, run_id: str, files: list[Path]) -> None:
         for f in files:
@@ -294,3 +315,87 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED", end_ms: int | None = None) -> None:
         self.client.set_terminated(run_id, status=status, end_time=end_ms)
+
+
+LIVE_EVERY_S = 5.0  # how often the curves of the runs in training are written to MLflow
+
+
+class LiveRuns:
+    """The model runs of one group as they train (runner.py feeds it the workers' progress).
+
+    `add` takes loop.train's progress events: ("start", run, ms) creates the run (its real
+    start time, tags, params); ("epoch", run, {key: (step, value)}) is buffered and written
+    every LIVE_EVERY_S seconds, one call per run. `finish` writes what is not there yet (the
+    epochs since the last write, or all of them for a run finished by an earlier, killed
+    stage) and the final metrics, and ends the run at its training's end. A run whose Ray
+    task was lost and retried shows as a FAILED run and the retried one."""
+
+    def __init__(self, tracker: Tracker, experiment: str, parent_id: str, runs: dict[str, tuple[str, dict, dict]]):
+        self.tracker, self.experiment, self.parent = tracker, experiment, parent_id
+        self.runs = runs  # run -> (MLflow run name, tags, params)
+        self.ids: dict[str, str] = {}
+        self.logged: dict[str, set] = {}  # run -> the (key, step) pairs written
+        self.pending: dict[str, list] = {}  # run -> Metric entries not written yet
+        self.finished: set[str] = set()
+        self.last_write = time.monotonic()
+
+    def _create(self, run: str, start_ms: int | None) -> str:
+        name, tags, params = self.runs[run]
+        self.ids[run] = self.tracker.start_run(self.experiment, name, {**tags, "mlflow.parentRunId": self.parent},
+                                               params, start_ms)
+        self.logged[run] = set()
+        return self.ids[run]
+
+    def add(self, events: list) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        for kind, run, what in events:
+            if run in self.finished:  # late news of a run already complete
+                continue
+            if kind == "start":
+                if run in self.ids:  # a Ray task retried after its node or process was lost
+                    self.tracker.finish(self.ids[run], "FAILED")
+                self._create(run, what)
+                self.pending.pop(run, None)
+            else:
+                self.pending.setdefault(run, []).extend(Metric(k, float(v), ts, step) for k, (step, v) in what.items())
+        if time.monotonic() - self.last_write >= LIVE_EVERY_S:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        for run, metrics in self.pending.items():
+            if run in self.ids and metrics:
+                self.tracker.log_batch(self.ids[run], {}, metrics)
+                self.logged[run].update((m.key, m.step) for m in metrics)
+        self.pending = {}
+        self.last_write = time.monotonic()
+
+    def finish(self, run: str, history: dict[str, list[float]], final: dict[str, float],
+               span_ms: tuple[int | None, int | None]) -> str:
+        """The run complete: its history's steps not written yet (step = epoch, from 1) and
+        final metrics (step 0); span_ms: when it trained. Returns its id."""
+        from mlflow.entities import Metric
+
+        run_id = self.ids.get(run) or self._create(run, span_ms[0])
+        self.pending.pop(run, None)
+        ts = int(time.time() * 1000)
+        metrics = [Metric(key, float(v), ts, step) for key, values in history.items()
+                   for step, v in enumerate(values, start=1) if (key, step) not in self.logged[run]]
+        metrics += [Metric(key, float(v), ts, 0) for key, v in final.items()]
+        with self.tracker.ended_on_error(run_id):  # Ctrl-C while logging: the run does not stay RUNNING
+            self.tracker.log_batch(run_id, {}, metrics)
+        self.tracker.finish(run_id, end_ms=span_ms[1])
+        self.finished.add(run)
+        return run_id
+
+    @contextmanager
+    def ended_on_error(self):
+        """Within: an exception or a signal ends the runs still training KILLED or FAILED."""
+        try:
+            yield
+        except BaseException as e:
+            for run, run_id in self.ids.items():
+                if run not in self.finished:
+                    self.tracker.finish(run_id, end_status(e))
+            raise

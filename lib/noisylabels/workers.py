@@ -5,7 +5,9 @@ Runs are independent, so `processes` workers (each with `threads` torch threads 
 copy of the data set on the device) train them; results come back in job order and are
 identical for any number of workers and either executor. On a machine with several GPUs and
 device `cuda`, worker i trains on cuda:(i mod the GPU count), so `--workers 8` on 4 GPUs puts
-two workers on each. Used by runner.train_stage.
+two workers on each. While they train, the runs' progress (loop.train's `report`) comes
+back to the stage through a queue, which `map` drains into `on_events` twice a second.
+Progress is best effort (the results carry the full history). Used by runner.train_stage.
 
 Workers never outlive the stage: leaving the `with` block on an error or a signal
 terminates them at once, and on Linux the kernel kills them if the stage process dies,
@@ -21,14 +23,16 @@ import os
 import signal
 import socket
 import sys
+from queue import Empty
 
 import torch
 
 from noisylabels import loop
 from noisylabels.errors import ExecutorError
 
-_worker = {}  # per worker process: the data set on its device
+_worker = {}  # per worker process: the data set on its device, where its progress goes
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_DRAIN_S = 0.5  # how often the stage reads the workers' progress while it waits for a result
 # The stage's handlers for these raise cli.Stopped; a worker must not inherit them. They are
 # blocked while the workers start and unblocked in each worker after its handlers are reset.
 _STAGE_SIGNALS = {signal.SIGTERM, signal.SIGHUP}
@@ -47,7 +51,9 @@ def worker_device(device_name: str, worker: int, gpus: int) -> str:
     return f"cuda:{worker % gpus}" if device_name == "cuda" and gpus > 1 else device_name
 
 
-def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int | None) -> None:
+def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int | None, progress) -> None:
+    """progress: where loop.train's reports go: a queue (worker processes, Ray tasks), a
+    callable (jobs trained in the stage process) or None."""
     if parent_pid is not None:  # a worker process, not the stage itself
         # Pool numbers its processes from 1, in start order
         worker = multiprocessing.current_process()._identity[0] - 1
@@ -59,10 +65,33 @@ def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STAGE_SIGNALS)
     torch.set_num_threads(threads)
     _worker["data"] = loop.to_tensors(dataset, torch.device(device_name), train)
+    if hasattr(progress, "put"):
+        if hasattr(progress, "cancel_join_thread"):  # a worker's exit never waits for the stage to read
+            progress.cancel_join_thread()
+        progress = functools.partial(_put, progress)
+    _worker["report"] = progress
 
 
 def _train(job: loop.Job) -> loop.RunResult:
-    return loop.train(_worker["data"], job)
+    return loop.train(_worker["data"], job, _worker["report"])
+
+
+def _put(queue, *event) -> None:
+    """A worker's report: its progress events go to the stage through `queue`."""
+    queue.put_nowait(event)
+
+
+def _ignore(events) -> None:
+    pass
+
+
+def _drain(queue) -> list:
+    events = []
+    while True:
+        try:
+            events.append(queue.get_nowait())
+        except Empty:
+            return events
 
 
 class Workers:
@@ -70,24 +99,40 @@ class Workers:
     once, while the caller sets up MLflow. With one process, jobs run here."""
 
     def __init__(self, dataset, device, processes: int, threads: int, train):
-        self.pool = None
+        self.pool, self.on_events = None, _ignore
         if processes > 1:
             # fork on the CPU: a worker starts in milliseconds with torch already imported
             # (spawn costs seconds of imports per worker and group); CUDA needs spawn. The
             # parent has run no torch op yet, so no thread pool is forked half-initialised.
             context = multiprocessing.get_context("fork" if torch.device(device).type == "cpu" else "spawn")
+            self.queue = context.Queue()  # the workers' progress events
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STAGE_SIGNALS)
             try:
                 self.pool = context.Pool(processes, initializer=_init_worker,
-                                         initargs=(dataset, str(device), threads, train, os.getpid()))
+                                         initargs=(dataset, str(device), threads, train, os.getpid(), self.queue))
             finally:  # a signal that came meanwhile reaches the stage now
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        else:
-            _init_worker(dataset, str(device), threads, train, None)
+        else:  # in this process, whose events reach on_events as they happen
+            _init_worker(dataset, str(device), threads, train, None, lambda *event: self.on_events([event]))
 
-    def map(self, jobs: list[loop.Job]):
-        """The jobs' results, in job order, as each is ready."""
-        return self.pool.imap(_train, jobs) if self.pool else map(_train, jobs)
+    def map(self, jobs: list[loop.Job], on_events=_ignore):
+        """The jobs' results, in job order, as each is ready; meanwhile on_events(the
+        progress events since its last call)."""
+        self.on_events = on_events
+        if not self.pool:
+            return map(_train, jobs)
+        return self._gather(self.pool.imap(_train, jobs), len(jobs))
+
+    def _gather(self, results, n: int):
+        for _ in range(n):
+            result = None
+            while result is None:
+                try:
+                    result = results.next(timeout=_DRAIN_S)
+                except multiprocessing.TimeoutError:
+                    pass
+                self.on_events(_drain(self.queue))
+            yield result
 
     def __enter__(self):
         return self
@@ -112,14 +157,15 @@ def start_workers(dataset, device, train, runs: int, executor: str, processes: i
 def _ray_task():
     """`_train` as a Ray task (defined on first use: importing ray costs seconds). Ray
     resolves the data set's object reference before the task runs, once per task; the
-    tensors are made once per Ray worker process and kept for its later tasks."""
+    tensors are made once per Ray worker process and kept for its later tasks of the stage."""
     import ray
 
     @ray.remote(max_retries=3)  # a task lost with its node (or worker process) runs again
-    def train_job(dataset, dataset_key: str, device_name: str, threads: int, train, job: loop.Job) -> loop.RunResult:
+    def train_job(dataset, dataset_key: str, device_name: str, threads: int, train, progress,
+                  job: loop.Job) -> loop.RunResult:
         if _worker.get("key") != (dataset_key, device_name, threads):
             # Ray's arrays are read-only views of its object store; torch wants writable ones
-            _init_worker(copy.deepcopy(dataset), device_name, threads, train, None)
+            _init_worker(copy.deepcopy(dataset), device_name, threads, train, None, progress)
             _worker["key"] = (dataset_key, device_name, threads)
         return _train(job)
 
@@ -154,6 +200,7 @@ class RayWorkers:
                                 "(host:6379 of `ray start --head`), or to `local` to start Ray on this machine only")
         _check_reachable(address)
         import ray
+        from ray.util.queue import Queue
 
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -166,13 +213,25 @@ class RayWorkers:
         resources = {"num_cpus": threads, "num_gpus": gpus if device.startswith("cuda") else 0}
         self.ray, self.refs = ray, []
         self.task = _ray_task().options(**resources)
+        self.progress = Queue(actor_options={"num_cpus": 0})  # the tasks' progress events
         data = ray.put(dataset)
-        self.args = (data, data.hex(), device, threads, train)
+        self.args = (data, data.hex(), device, threads, train, self.progress)
 
-    def map(self, jobs: list[loop.Job]):
-        """The jobs' results, in job order, as each is ready; every job is submitted now."""
+    def map(self, jobs: list[loop.Job], on_events=_ignore):
+        """The jobs' results, in job order, as each is ready; every job is submitted now.
+        Meanwhile on_events(the progress events since its last call)."""
         self.refs = [self.task.remote(*self.args, job) for job in jobs]
-        return map(self._get, jobs, self.refs)
+        return self._gather(jobs, on_events)
+
+    def _gather(self, jobs: list[loop.Job], on_events):
+        for job, ref in zip(jobs, self.refs):
+            while not self.ray.wait([ref], timeout=_DRAIN_S)[0]:
+                on_events(self._drain())
+            on_events(self._drain())
+            yield self._get(job, ref)
+
+    def _drain(self) -> list:
+        return self.progress.get_nowait_batch(self.progress.qsize())
 
     def _get(self, job: loop.Job, ref) -> loop.RunResult:
         try:
