@@ -142,6 +142,8 @@ PARAMS = [  # (id, edit, the error line's text after "error: ", in full or (endi
     ("cosine with milestones", at("train.schedule", "cosine"), "train.milestones=[1]: expected [] with schedule: cosine"),
     ("final lr above the lr", at("train.lr_min", 0.5), "train.lr_min=0.5: expected a number below lr=0.1"),
     ("zero gradient clip", at("train.grad_clip", 0), "train.grad_clip=0: expected a number > 0"),
+    ("zero runs per stack", at("train.stack", 0), "train.stack=0: expected auto, off or a number of runs >= 1"),
+    ("stack as a word", at("train.stack", "always"), "train.stack='always': expected auto, off or a number of runs >= 1"),
     ("nesterov as a word", at("train.nesterov", "on"), "train.nesterov='on': expected true or false"),
     # the data sets
     ("data set without its settings", at("data.name", "mnist"), "datasets.mnist: missing..."),

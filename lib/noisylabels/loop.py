@@ -208,19 +208,14 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
         val_preds.append(val_pred)
         numbers = torch.cat([sums[:2] / seen, sums[2:3] / sums[3], (val_pred == y_val).float().mean()[None],
                              (test_pred == data.test_y).float().mean()[None]]).tolist()  # one sync per epoch
-        lr = step_lr  # the history's lr: the last step's (with lr_decay it falls within an epoch)
-        if not math.isfinite(numbers[0]):  # checked once per epoch: the one host sync there is
-            raise DivergenceError(f"{desc}: diverged in epoch {epoch}: train_loss={numbers[0]} at lr={lr:g}; "
-                                  "lower the learning rate (train.lr) or check the labels")
-        for key, value in zip(HISTORY_KEYS, [lr, *numbers]):
-            history[key].append(float(value))
+        record_epoch(history, step_lr, numbers, desc, epoch)
         for key, value in method.end_epoch(epoch, model, x, y, history["val_acc_noisy"][-1]).items():
             history[key].append(value)
         if on_epoch:
             on_epoch({key: (len(values), values[-1]) for key, values in history.items() if values})
         if checkpoint and epoch < method.epochs and checkpoint.due(epoch, last_save):
             checkpoint.save({"epoch": epoch, "iteration": iteration, "model": model.state_dict(),
-                             "optimizer": opt.buffers, "global_rng": _global_rng(device), "method": method.state(),
+                             "optimizer": opt.buffers, "global_rng": global_rng(device), "method": method.state(),
                              "history": history, "test_preds": test_preds, "val_preds": val_preds,
                              **{key: generator.get_state() for key, generator in generators.items()}})
             last_save = time.monotonic()
@@ -235,7 +230,18 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
     )
 
 
-def _global_rng(device) -> torch.Tensor:
+def record_epoch(history: dict, lr: float, numbers: list[float], desc: str, epoch: int) -> None:
+    """Append an epoch's lr (its last step's: with lr_decay it falls within an epoch) and
+    numbers (the HISTORY_KEYS after lr) to `history`; a training loss that is no longer
+    finite stops the run here, once per epoch (the one host sync there is)."""
+    if not math.isfinite(numbers[0]):
+        raise DivergenceError(f"{desc}: diverged in epoch {epoch}: train_loss={numbers[0]} at lr={lr:g}; "
+                              "lower the learning rate (train.lr) or check the labels")
+    for key, value in zip(HISTORY_KEYS, [lr, *numbers]):
+        history[key].append(float(value))
+
+
+def global_rng(device) -> torch.Tensor:
     """torch's global generator on `device` (dropout draws from it)."""
     return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
 
@@ -247,7 +253,7 @@ def _set_global_rng(device, state: torch.Tensor) -> None:
         torch.set_rng_state(state)
 
 
-def _model(group, data: Tensors, seed: int):
+def initial_model(group, data: Tensors, seed: int):
     torch.manual_seed(seed)  # same seed -> same initial weights for every method
     return models.build_model(group.model, data.train_x.shape[1:], data.num_classes).to(data.train_x.device)
 
@@ -274,16 +280,16 @@ def _single(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:
     if getattr(method.loss, "matrix", None) == "estimated":
         def estimate():  # Patrini et al.: a CE model on the same noisy labels gives the anchors
             ce_run = SinglePhase(loss=CE())
-            ce = _fit(data, labels, run.seed, _model(run.group, data, run.seed),
+            ce = _fit(data, labels, run.seed, initial_model(run.group, data, run.seed),
                       methods.build(ce_run, run.group.train, n_fit=int((~labels.val).sum()), seed=run.seed,
                                     device=data.train_x.device), run.group.train, desc=f"{desc} CE for T")
-            model = _model(run.group, data, run.seed)
+            model = initial_model(run.group, data, run.seed)
             model.load_state_dict(ce.state_dict)
             fit = torch.from_numpy(np.flatnonzero(~labels.val)).to(data.train_x.device)
             return methods.probabilities(model, data.train_x[fit]).cpu().numpy()
 
         matrix = methods.transition_matrix(method.loss, labels.realized_matrix, data.num_classes, estimate, "loss")
-    model = _model(run.group, data, run.seed)
+    model = initial_model(run.group, data, run.seed)
     trainer = methods.build(method, run.group.train, matrix=None if matrix is None else torch.from_numpy(matrix),
                             n_fit=int((~labels.val).sum()), seed=run.seed, device=data.train_x.device)
     result = _fit(data, labels, run.seed, model, trainer, run.group.train, desc=desc, checkpoint=job.checkpoint,
@@ -298,13 +304,13 @@ def _pretrain(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:
     trainer = two_phase.build_pretrain(run.method.pretrain, run.group.train, noisy=torch.from_numpy(labels.noisy[fit]),
                                        true=data.train_y.cpu()[fit], num_classes=data.num_classes,
                                        realized_noise_rate=labels.realized_noise_rate, device=data.train_x.device)
-    return _fit(data, labels, run.seed, _model(run.group, data, run.seed), trainer, run.group.train, desc=desc,
+    return _fit(data, labels, run.seed, initial_model(run.group, data, run.seed), trainer, run.group.train, desc=desc,
                 checkpoint=job.checkpoint, on_epoch=on_epoch)
 
 
 def _finetune(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:
     run, spec = job.run, job.run.method.finetune
-    model = _model(run.group, data, run.seed)
+    model = initial_model(run.group, data, run.seed)
     if spec.init == "phase1":
         model.load_state_dict(job.phase1["state_dict"])
     trainer = two_phase.Finetune(spec, run.group.train, seed=run.seed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import functools
+import itertools
 import multiprocessing
 import os
 import signal
@@ -27,7 +28,7 @@ from queue import Empty
 
 import torch
 
-from noisylabels import loop
+from noisylabels import loop, stack
 from noisylabels.errors import ExecutorError
 
 _worker = {}  # per worker process: the data set on its device, where its progress goes
@@ -72,8 +73,8 @@ def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int
     _worker["report"] = progress
 
 
-def _train(job: loop.Job) -> loop.RunResult:
-    return loop.train(_worker["data"], job, _worker["report"])
+def _train(unit: list[loop.Job]) -> list[loop.RunResult]:
+    return stack.train_units(_worker["data"], unit, _worker["report"])
 
 
 def _put(queue, *event) -> None:
@@ -99,7 +100,7 @@ class Workers:
     once, while the caller sets up MLflow. With one process, jobs run here."""
 
     def __init__(self, dataset, device, processes: int, threads: int, train):
-        self.pool, self.on_events = None, _ignore
+        self.pool, self.on_events, self.processes = None, _ignore, processes
         if processes > 1:
             # fork on the CPU: a worker starts in milliseconds with torch already imported
             # (spawn costs seconds of imports per worker and group); CUDA needs spawn. The
@@ -119,9 +120,10 @@ class Workers:
         """The jobs' results, in job order, as each is ready; meanwhile on_events(the
         progress events since its last call)."""
         self.on_events = on_events
+        units = stack.units(jobs, self.processes)
         if not self.pool:
-            return map(_train, jobs)
-        return self._gather(self.pool.imap(_train, jobs), len(jobs))
+            return itertools.chain.from_iterable(map(_train, units))
+        return itertools.chain.from_iterable(self._gather(self.pool.imap(_train, units), len(units)))
 
     def _gather(self, results, n: int):
         for _ in range(n):
@@ -149,7 +151,7 @@ class Workers:
 def start_workers(dataset, device, train, runs: int, executor: str, processes: int, threads: int, gpus_per_run: float):
     """The started workers for `runs` jobs of a group: Workers (executor local) or RayWorkers."""
     if executor == "ray":
-        return RayWorkers(dataset, str(device), threads, train, gpus_per_run)
+        return RayWorkers(dataset, str(device), threads, train, gpus_per_run, processes)
     return Workers(dataset, device, max(1, min(processes, runs)), threads, train)
 
 
@@ -162,12 +164,12 @@ def _ray_task():
 
     @ray.remote(max_retries=3)  # a task lost with its node (or worker process) runs again
     def train_job(dataset, dataset_key: str, device_name: str, threads: int, train, progress,
-                  job: loop.Job) -> loop.RunResult:
+                  unit: list[loop.Job]) -> list[loop.RunResult]:
         if _worker.get("key") != (dataset_key, device_name, threads):
             # Ray's arrays are read-only views of its object store; torch wants writable ones
             _init_worker(copy.deepcopy(dataset), device_name, threads, train, None, progress)
             _worker["key"] = (dataset_key, device_name, threads)
-        return _train(job)
+        return _train(unit)
 
     return train_job
 
@@ -193,7 +195,7 @@ class RayWorkers:
     write their checkpoints to the stage's checkpoint folder, so a task retried on another
     node resumes from it only when that folder is on storage both nodes share."""
 
-    def __init__(self, dataset, device: str, threads: int, train, gpus: float):
+    def __init__(self, dataset, device: str, threads: int, train, gpus: float, processes: int):
         address = os.environ.get("RAY_ADDRESS")
         if not address:
             raise ExecutorError("--executor ray: RAY_ADDRESS is not set; set it to the cluster's address "
@@ -211,7 +213,7 @@ class RayWorkers:
         if device.startswith("cuda"):  # cuda:N too: Ray makes the task's own GPU its only visible one
             device = "cuda"
         resources = {"num_cpus": threads, "num_gpus": gpus if device.startswith("cuda") else 0}
-        self.ray, self.refs = ray, []
+        self.ray, self.refs, self.processes = ray, [], processes
         self.task = _ray_task().options(**resources)
         self.progress = Queue(actor_options={"num_cpus": 0})  # the tasks' progress events
         data = ray.put(dataset)
@@ -220,27 +222,29 @@ class RayWorkers:
     def map(self, jobs: list[loop.Job], on_events=_ignore):
         """The jobs' results, in job order, as each is ready; every job is submitted now.
         Meanwhile on_events(the progress events since its last call)."""
-        self.refs = [self.task.remote(*self.args, job) for job in jobs]
-        return self._gather(jobs, on_events)
+        units = stack.units(jobs, self.processes)
+        self.refs = [self.task.remote(*self.args, unit) for unit in units]
+        return itertools.chain.from_iterable(self._gather(units, on_events))
 
-    def _gather(self, jobs: list[loop.Job], on_events):
-        for job, ref in zip(jobs, self.refs):
+    def _gather(self, units: list[list[loop.Job]], on_events):
+        for unit, ref in zip(units, self.refs):
             while not self.ray.wait([ref], timeout=_DRAIN_S)[0]:
                 on_events(self._drain())
             on_events(self._drain())
-            yield self._get(job, ref)
+            yield self._get(unit, ref)
 
     def _drain(self) -> list:
         return self.progress.get_nowait_batch(self.progress.qsize())
 
-    def _get(self, job: loop.Job, ref) -> loop.RunResult:
+    def _get(self, unit: list[loop.Job], ref) -> list[loop.RunResult]:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as e:  # the task's own error, raised as a local run raises it
             raise e.cause from None
         except self.ray.exceptions.RayError as e:  # lost more often than max_retries, out of memory, ...
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExecutorError(f"{job.run.group.name} {job.run.name}: the Ray task failed ({reason})") from None
+            names = ", ".join(job.run.name for job in unit)
+            raise ExecutorError(f"{unit[0].run.group.name} {names}: the Ray task failed ({reason})") from None
 
     def __enter__(self):
         return self

@@ -7,7 +7,7 @@ default to the plain setting of the default run.
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -92,6 +92,9 @@ class Train(Schedule):
     l2: dict[str, NonNegative] = {}
     normalize: Literal["channel", "pixel_mean", "imagenet"] = "channel"
     augment: named(AUGMENTS) = NoAugment()
+    # runs of a group trained as one stacked model (stack.py): auto (what stacks), off, or at
+    # most this many runs per stack (memory). Results change only in the last bits.
+    stack: Union[Literal["auto", "off"], Annotated[int, Field(ge=1)]] = "auto"
 
     @field_validator("device")
     @classmethod
@@ -99,6 +102,13 @@ class Train(Schedule):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
             raise ValueError("expected auto, cpu, cuda or cuda:<GPU index>")
         return value
+
+    @field_validator("stack", mode="before")
+    @classmethod
+    def _stack(cls, value):
+        if value in ("auto", "off") or (type(value) is int and value >= 1):
+            return value
+        raise ValueError("expected auto, off or a number of runs >= 1")
 
     @field_validator("l2")
     @classmethod

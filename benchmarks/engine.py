@@ -1,0 +1,178 @@
+"""Benchmark: the training engine against an official-style loop, and stacked runs against
+runs trained one by one.
+
+    python benchmarks/engine.py [--rounds 2] [--device cpu]
+
+For three networks (the digits MLP of the default pipeline, SCE's MNIST CNN and SCE's
+CIFAR-10 CNN; the CNNs on random images of their data set's shape), in this one process and
+interleaved round by round (A, B, C, A, B, C, ...), so that all share the machine's load:
+  official  the papers' style: a torch DataLoader with a per-sample transform (normalise),
+            torch.optim.SGD, F.cross_entropy, one run at a time, test accuracy each epoch;
+  per-run   loop.train, one run at a time (what `train.stack: off` trains);
+  stacked   stack.train_stack, all runs as one model (`train.stack: auto`; MLPs only).
+Each trains the same runs (CE, the main experiment's schedule, one thread) and prints, from
+its best round: training images per second (all runs together), seconds per epoch of one
+run, its ratio to the others, and its share of a matmul peak measured in this process (the
+FLOPs of a training step counted by torch's FlopCounterMode). The load average is printed
+first and last: compare ratios, not absolute numbers, across machines.
+"""
+import copy
+import os
+import time
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset as TorchDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from noisylabels import loop, models, noise, stack
+from noisylabels.data import sources
+from noisylabels.data.store import Dataset
+from noisylabels.resolve import load_params, resolve_group
+
+# network -> (data set name, model section, training images, runs, epochs, batch size): the
+# digits MLP as a default group's stack, the CNNs at SCE's batch size; a round takes seconds
+NETWORKS = {
+    "digits_mlp": ("digits", None, None, 12, 5, 64),
+    "sce_mnist_cnn": ("mnist", {"name": "sce_mnist_cnn"}, 2048, 1, 2, 128),
+    "sce_cifar10_cnn": ("cifar10", {"name": "sce_cifar10_cnn"}, 512, 1, 1, 128),
+}
+SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+
+
+def _dataset(name: str, n: int | None) -> Dataset:
+    if name == "digits":
+        a = sources.fetch("digits", {"test_fraction": 0.3, "split_seed": 0}, "unused")
+        return Dataset("digits", a.classes, {}, a.train_images, a.train_labels, a.test_images, a.test_labels)
+    rng = np.random.default_rng(0)
+    shape = SHAPES[name]
+    return Dataset(name, [str(c) for c in range(10)], {}, rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+                   np.arange(n) % 10, rng.integers(0, 256, (n // 4, *shape), dtype=np.uint8), np.arange(n // 4) % 10)
+
+
+def _jobs(ds: Dataset, model: dict | None, runs: int, epochs: int, batch: int, device: str):
+    """`runs` seeds of the main experiment with CE on `ds` (model: its section, None: params')."""
+    params = load_params("params.yaml")
+    params["data"]["name"] = ds.name
+    params["datasets"].setdefault(ds.name, {})
+    params["download"] = [ds.name]
+    params["noise"]["seeds"] = list(range(runs))
+    params["loss"] = {"name": "ce"}
+    if model:
+        params["model"] = model
+    params["train"].update(epochs=epochs, milestones=[], batch_size=batch, device=device, stack="auto")
+    g = resolve_group(params, "main")
+    noisy, val, records = noise.generate(ds, g.settings, g.seeds, g.draw, g.val_fraction)
+    return g, loop.group_jobs(g, noise.NoisyLabels(noisy, val, {"seeds": list(g.seeds), "runs": records}))
+
+
+class _PerSample(TorchDataset):
+    """The official loops' dataset: one uint8 HWC image at a time, normalised in __getitem__."""
+
+    def __init__(self, images, labels, mean, std):
+        self.images, self.labels, self.mean, self.std = images, labels, mean, std
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(self.images[i]).permute(2, 0, 1).float().div(255)
+        return (x - self.mean) / self.std, int(self.labels[i])
+
+
+def _official(ds: Dataset, group, jobs, data: loop.Tensors, device) -> None:
+    train = group.train
+    mean, std = data.train_x.mean[0].cpu(), data.train_x.std[0].cpu()
+    test = DataLoader(_PerSample(ds.test_images, ds.test_labels, mean, std), batch_size=train.batch_size)
+    for job in jobs:
+        fit = np.flatnonzero(~job.labels.val)
+        torch.manual_seed(job.run.seed)
+        model = models.build_model(group.model, data.train_x.shape[1:], ds.num_classes).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        loader = DataLoader(_PerSample(ds.train_images[fit], job.labels.noisy[fit], mean, std),
+                            batch_size=train.batch_size, shuffle=True, drop_last=False)
+        for _ in range(train.epochs):
+            model.train()
+            for x, y in loader:
+                if len(y) < 2:
+                    continue
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                sum((model(x.to(device)).argmax(1).cpu() == y).sum().item() for x, y in test)
+
+
+def _step_flops(group, data: loop.Tensors, batch: int) -> float:
+    """FLOPs of one training step (forward and backward) per image."""
+    model = loop.initial_model(group, data, 0)
+    x = data.train_x[torch.arange(batch, device=data.train_x.device)]
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), data.train_y[:batch]).backward()
+    return counter.get_total_flops() / batch
+
+
+def _matmul_peak(device) -> float:
+    """FLOP/s of a 1024 x 1024 float32 matmul in this process (best of 5)."""
+    a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
+    best = float("inf")
+    for _ in range(5):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 10 * 2 * 1024 ** 3 / best
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@click.command()
+@click.option("--rounds", default=2, show_default=True, help="interleaved rounds; each engine's best is reported")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--networks", default=",".join(NETWORKS), show_default=True)
+def main(rounds, device, networks):
+    torch.set_num_threads(1)
+    print(f"load average {os.getloadavg()[0]:.2f}; device {device}; one torch thread; best of {rounds} interleaved rounds")
+    peak = _matmul_peak(device)
+    print(f"matmul peak here: {peak / 1e9:.1f} GFLOP/s")
+    for name in networks.split(","):
+        dataset, model, n, runs, epochs, batch = NETWORKS[name]
+        ds = _dataset(dataset, n)
+        group, jobs = _jobs(ds, model, runs, epochs, batch, device)
+        data = loop.to_tensors(ds, torch.device(device), group.train)
+        images = sum(int((~j.labels.val).sum()) for j in jobs) * epochs
+        engines = {"official": lambda: _official(ds, group, jobs, data, device),
+                   "per-run": lambda: [loop.train(data, job) for job in jobs]}
+        if all(stack.stackable(job) for job in jobs):
+            engines["stacked"] = lambda: stack.train_stack(data, copy.copy(jobs))
+        best = {k: float("inf") for k in engines}
+        for _ in range(rounds):
+            for key, fn in engines.items():
+                _sync(device)
+                t = time.perf_counter()
+                fn()
+                _sync(device)
+                best[key] = min(best[key], time.perf_counter() - t)
+        flops = _step_flops(group, data, group.train.batch_size)
+        print(f"\n{name}: {runs} runs x {epochs} epoch(s) x {images // (runs * epochs)} images, "
+              f"batch {group.train.batch_size}, {flops / 1e6:.2f} MFLOP per training image"
+              + ("" if "stacked" in engines else "; not stacked (stack.py stacks the digits MLP only)"))
+        for key, seconds in best.items():
+            rate = images / seconds
+            ratios = "  ".join(f"x{best[other] / seconds:.2f} vs {other}" for other in best if other != key)
+            print(f"  {key:9s} {rate:9.0f} img/s  {seconds / (runs * epochs):7.3f} s/epoch/run  "
+                  f"{100 * rate * flops / peak:5.1f}% of peak  {ratios}")
+    print(f"\nload average {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Stacked training: several runs of a group trained as one model (`train.stack`).
+
+Runs that share everything but their noise setting, seed and labels (one MLP, one loss
+with the same hyper-parameters, one schedule, fitted sets of one size) train together:
+each linear layer holds all N runs' weights as one N x out x in tensor and multiplies all
+runs' batches in one batched matmul, so a step of N runs costs about the kernel launches
+of one (the digits MLP is launch-bound on a CPU: benchmarks/engine.py). Each run keeps its
+own initial weights (built as loop.train builds them), batch order, augmentation draws,
+labels, optimizer buffers and history, so a stacked run is the run loop.train trains, up to
+floating-point summation order (tests/test_stack.py). The loss is the method's per-sample
+loss on all runs' batches at once; the sum over runs of each run's batch mean gives each
+run exactly its own gradient, and SGD's update is elementwise.
+
+What stacks (`stackable`): single-phase runs of the standard procedure whose loss has no
+per-run state or matrix (so not D2L, truncated Lq, Forward/Backward), on digits_mlp, without
+grad_clip (its norm would span the runs) or per-layer L2. The rest trains run by run. Not
+stacked yet, for want of time rather than by measurement: the CNNs (grouped convolutions
+were 0.4-0.8x on this CPU in the issue's prototype, so `auto` would not stack them here
+anyway), the stateful methods and the two-phase ones.
+
+A stack saves each run's checkpoint in loop.train's own format (checkpoint.py), all of one
+epoch, and resumes from them as a stack, so a resumed stack equals an uninterrupted one.
+Used by workers.py: `units` cuts a group's jobs into stacks, `train_units` trains one.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from noisylabels import loop, methods
+from noisylabels.optim import SGD
+
+
+def stackable(job: loop.Job) -> bool:
+    method, train = job.run.method, job.run.group.train
+    return (job.kind == "single" and job.run.group.model.name == "digits_mlp" and method.procedure.name == "standard"
+            and method.loss.name != "truncated_lq" and not hasattr(method.loss, "matrix")
+            and train.grad_clip is None and not train.l2)
+
+
+def units(jobs: list[loop.Job], workers: int) -> list[list[loop.Job]]:
+    """The jobs cut into what one worker trains at a time, in job order: stacks of
+    neighbouring stackable jobs with one method and fitted-set size, of at most
+    train.stack runs and at most a `workers`-th of the jobs (so every worker gets a stack),
+    and every other job alone."""
+    if not jobs:
+        return []
+    setting = jobs[0].run.group.train.stack
+    size = 1 if setting == "off" else math.ceil(len(jobs) / max(1, workers))
+    if isinstance(setting, int):
+        size = min(size, setting)
+    out: list[list[loop.Job]] = []
+    for job in jobs:
+        last = out[-1] if out else None
+        if (last and len(last) < size and stackable(job) and stackable(last[0])
+                and job.run.method == last[0].run.method and _n_fit(job) == _n_fit(last[0])):
+            last.append(job)
+        else:
+            out.append([job])
+    return out
+
+
+def _n_fit(job: loop.Job) -> int:
+    return int((~job.labels.val).sum())
+
+
+def train_units(data: loop.Tensors, jobs: list[loop.Job], report=None) -> list[loop.RunResult]:
+    """Train one unit of `units`: a job alone (loop.train) or a stack. A stack that an
+    earlier, killed execution checkpointed resumes as a stack when every run saved the same
+    epoch (as a stack saves them), else run by run, each from its own state."""
+    saved = [job.checkpoint.load() if job.checkpoint else None for job in jobs]
+    if len(jobs) > 1 and (not any(saved) or (all(saved) and len({s["epoch"] for s in saved}) == 1)):
+        return train_stack(data, jobs, report, saved if all(saved) else None)
+    return [loop.train(data, job, report) for job in jobs]
+
+
+class StackedMLP(nn.Module):
+    """N digits_mlp models (Flatten, then Linear and ReLU layers) as one: layer i's weights
+    are an N x out x in tensor. Input: N x B x ... (each run's own batch) or B x ... (one
+    batch every run sees); output: N x B x classes."""
+
+    def __init__(self, models: list[nn.Sequential]):
+        super().__init__()
+        self.n = len(models)
+        self.names = [name for name, _ in models[0].named_parameters()]  # loop.train's state_dict keys
+        self.layers = [type(m).__name__ for m in models[0]]
+        linear = [i for i, m in enumerate(models[0]) if isinstance(m, nn.Linear)]
+        self.weights = nn.ParameterList(torch.stack([m[i].weight.detach() for m in models]) for i in linear)
+        self.biases = nn.ParameterList(torch.stack([m[i].bias.detach() for m in models]) for i in linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shared = x.dim() == 4  # B x C x H x W: the same images for every run
+        h = x.flatten(1).expand(self.n, -1, -1) if shared else x.flatten(2)
+        layer = 0
+        for kind in self.layers:
+            if kind == "Linear":
+                h = torch.baddbmm(self.biases[layer].unsqueeze(1), h, self.weights[layer].transpose(1, 2))
+                layer += 1
+            elif kind == "ReLU":
+                h = torch.relu(h)
+        return h
+
+    def state_dict_of(self, r: int) -> dict[str, torch.Tensor]:
+        """Run r's weights under loop.train's names (weight then bias of each layer)."""
+        tensors = [t for pair in zip(self.weights, self.biases) for t in pair]
+        return {name: t[r].detach().clone() for name, t in zip(self.names, tensors)}
+
+    def optimizer_order(self) -> list[nn.Parameter]:
+        """The parameters in the order of loop.train's optimizer buffers."""
+        return [t for pair in zip(self.weights, self.biases) for t in pair]
+
+
+@torch.no_grad()
+def _predict(model: StackedMLP, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """N x len(x) predicted classes; x: B x ... (shared) or N x B x ..."""
+    dim = 0 if x.dim() == 4 else 1
+    return torch.cat([model(part).argmax(2) for part in x.split(chunk, dim)], 1)
+
+
+def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: list[dict] | None = None
+                ) -> list[loop.RunResult]:
+    """Train the stack `jobs` (one unit of `units`), as loop.train would train each alone;
+    saved: the runs' checkpoints of one epoch, to resume from."""
+    runs = [job.run for job in jobs]
+    group, device, n_runs = runs[0].group, data.train_x.device, len(jobs)
+    descs = [f"{group.name} {run.name}" for run in runs]
+    started = int(time.time() * 1000)
+    if report:
+        for run in runs:
+            report("start", run.name, started)
+    # each run's initial weights and global generator state as loop.train makes them
+    models, rngs = [], []
+    for run in runs:
+        models.append(loop.initial_model(group, data, run.seed))
+        rngs.append(loop.global_rng(device))
+    if saved:  # each run's state after epoch saved[r]["epoch"], in loop.train's format
+        for m, state in zip(models, saved):
+            m.load_state_dict(state["model"])
+        rngs = [state["global_rng"] for state in saved]
+    model = StackedMLP(models)
+    method = methods.build(runs[0].method, group.train, n_fit=_n_fit(jobs[0]), seed=runs[0].seed, device=device)
+    opt = SGD(zip(model.names, model.optimizer_order()), group.train.momentum, group.train.weight_decay,
+              nesterov=group.train.nesterov)
+
+    def per_run(values) -> torch.Tensor:
+        return torch.from_numpy(np.stack(values)).to(device)
+
+    fit = per_run([np.flatnonzero(~job.labels.val) for job in jobs])  # N x n positions in the training set
+    val = per_run([np.flatnonzero(job.labels.val) for job in jobs])
+    noisy = per_run([job.labels.noisy for job in jobs])
+    y, y_val, y_true = noisy.gather(1, fit), noisy.gather(1, val), data.train_y[fit]
+    orders = [torch.Generator(device=device).manual_seed(run.seed) for run in runs]
+    draws = [torch.Generator(device=device).manual_seed(run.seed + 2_000_003) for run in runs]
+    histories = [{k: [] for k in loop.HISTORY_KEYS} for _ in runs]
+    test_preds, val_preds = [], []
+    n, iteration, first, last_save = fit.shape[1], 0, 1, time.monotonic()
+    if saved:
+        for i, buffer in enumerate(opt.buffers):
+            buffer.copy_(torch.stack([state["optimizer"][i] for state in saved]))
+        for r, state in enumerate(saved):
+            orders[r].set_state(state["batch_order"])
+            draws[r].set_state(state["draws"])
+        histories = [state["history"] for state in saved]
+        test_preds, val_preds = ([torch.stack([state[key][e] for state in saved]).to(device)
+                                  for e in range(saved[0]["epoch"])] for key in ("test_preds", "val_preds"))
+        iteration, first = saved[0]["iteration"], saved[0]["epoch"] + 1
+    for epoch in range(first, method.epochs + 1):
+        lr, bs = method.lr(epoch), method.batch_size(epoch)
+        perm = torch.stack([torch.randperm(n, generator=g, device=device) for g in orders])
+        sums = torch.zeros(n_runs, 4, device=device)
+        seen = 0
+        for s in (s for s in range(0, n, bs) if n - s > 1):  # loop.train's batches
+            idx = perm[:, s : s + bs]  # N x B positions in each run's fitted set
+            images = data.train_x.normalised(fit.gather(1, idx).flatten())
+            x = torch.stack([data.augment(part, g) for part, g in zip(images.split(idx.shape[1]), draws)])
+            logits = model(x)
+            labels = y.gather(1, idx)
+            losses = method.loss_fn(logits.flatten(0, 1), labels.flatten()).view_as(labels)
+            opt.zero_grad()
+            losses.mean(1).sum().backward()
+            step_lr = lr / (1 + group.train.lr_decay * iteration)
+            opt.step(step_lr)
+            iteration += 1
+            with torch.no_grad():
+                pred, true = logits.argmax(2), y_true.gather(1, idx)
+                sums += torch.stack([losses.sum(1), (pred == labels).sum(1), (pred == true).sum(1), (true >= 0).sum(1)], 1)
+            seen += idx.shape[1]
+        test_pred = _predict(model, data.test_x[: len(data.test_x)])
+        val_pred = _predict(model, data.train_x[val.flatten()].view(n_runs, val.shape[1], *data.train_x.shape[1:]))
+        test_preds.append(test_pred)
+        val_preds.append(val_pred)
+        numbers = torch.cat([sums[:, :2] / seen, sums[:, 2:3] / sums[:, 3:], (val_pred == y_val).float().mean(1, True),
+                             (test_pred == data.test_y).float().mean(1, True)], 1).tolist()  # one sync per epoch
+        for r, run in enumerate(runs):
+            loop.record_epoch(histories[r], step_lr, numbers[r], descs[r], epoch)
+            if report:
+                report("epoch", run.name, {key: (len(v), v[-1]) for key, v in histories[r].items()})
+        plan = jobs[0].checkpoint
+        if plan and epoch < method.epochs and plan.due(epoch, last_save):
+            for r, job in enumerate(jobs):  # each run's state as loop.train saves it
+                job.checkpoint.save({
+                    "epoch": epoch, "iteration": iteration, "model": model.state_dict_of(r),
+                    "optimizer": [b[r].clone() for b in opt.buffers], "global_rng": rngs[r], "method": method.state(),
+                    "history": histories[r], "test_preds": [p[r].clone() for p in test_preds],
+                    "val_preds": [p[r].clone() for p in val_preds], "batch_order": orders[r].get_state(),
+                    "draws": draws[r].get_state()})
+            last_save = time.monotonic()
+    train_pred = _predict(model, data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])).cpu().numpy()
+    test_all, val_all = torch.stack(test_preds, 1).to(torch.int16).cpu().numpy(), torch.stack(val_preds, 1).to(torch.int16).cpu().numpy()
+    ended = int(time.time() * 1000)
+    return [loop.RunResult(history=histories[r], test_pred=test_all[r], val_pred=val_all[r], train_pred=train_pred[r],
+                           state_dict={k: v.cpu() for k, v in model.state_dict_of(r).items()},
+                           started_ms=started, ended_ms=ended) for r in range(n_runs)]

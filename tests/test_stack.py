@@ -1,0 +1,124 @@
+"""Stacked training (stack.py): a stack of runs trains each run as loop.train trains it
+alone, up to floating-point summation order, for every loss that stacks; what does not
+stack trains alone; a stack's checkpoints resume run by run."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from noisylabels import loop, noise, stack
+from noisylabels.checkpoint import Plan
+from noisylabels.resolve import resolve_group
+from noisylabels.spec.losses import LOSSES
+
+from conftest import REPO, TINY_PARAMS, TinyDataset
+
+# after 2 epochs at lr 0.1 the runs agree to about 1e-6 (relative to the largest weight);
+# over 40 epochs on noisy labels the differences grow as any change of summation order does
+RTOL = 1e-4
+
+
+def _params_losses() -> dict:
+    """One loss section per loss name, as params.yaml sets it."""
+    found = {}
+
+    def walk(d):
+        if isinstance(d, dict):
+            for k, v in d.items():
+                if k == "loss" and isinstance(v, dict) and "name" in v:
+                    found.setdefault(v["name"], v)
+                walk(v)
+
+    walk(yaml.safe_load((REPO / "params.yaml").read_text()))
+    return {**found, "nce": {"name": "nce"}, "nfl": {"name": "nfl", "gamma": 0.5}, "ngce": {"name": "ngce", "q": 0.7}}
+
+
+def _jobs(method: dict, seeds=(0, 1), stack_setting="auto"):
+    """The jobs of a 2-setting x len(seeds) group training `method`, each run with its own
+    noisy labels and held-out split."""
+    p = copy.deepcopy(TINY_PARAMS)
+    p["sce_table1"]["digits"]["train"]["stack"] = stack_setting
+    p["sce_table1"]["noise"].update(settings={"symmetric": [0.0, 0.4]}, seeds=list(seeds))
+    p["sce_table1"]["digits"]["methods"] = {"m": method}
+    p["groups"] = {"g": {"table": "sce_table1", "dataset": "digits", "method": "m"}}
+    group = resolve_group(p, "g")
+    ds = TinyDataset(n_per_class=20)
+    n, S, K = len(ds.train_labels), len(group.settings), len(group.seeds)
+    noisy = np.stack([np.stack([np.roll(ds.train_labels, 3 * i + j) for j in range(K)]) for i in range(S)])
+    val = np.zeros((K, n), dtype=bool)
+    for j in range(K):
+        val[j, j::10] = True  # each seed its own held-out samples
+    records = [{"setting": s.name, "seed": seed, "realized_matrix": np.eye(10).tolist(), "realized_noise_rate": 0.0}
+               for s in group.settings for seed in group.seeds]
+    labels = noise.NoisyLabels(noisy, val, {"seeds": list(group.seeds), "runs": records})
+    return loop.group_jobs(group, labels), loop.to_tensors(ds, torch.device("cpu"), group.train)
+
+
+def _assert_same_runs(alone: list[loop.RunResult], stacked: list[loop.RunResult]):
+    for a, b in zip(alone, stacked, strict=True):
+        assert a.state_dict.keys() == b.state_dict.keys()
+        for k, w in a.state_dict.items():
+            assert w.shape == b.state_dict[k].shape
+            assert (w - b.state_dict[k]).abs().max() <= RTOL * w.abs().max(), k
+        assert a.history.keys() == b.history.keys()
+        for k, values in a.history.items():
+            np.testing.assert_allclose(values, b.history[k], rtol=RTOL, atol=RTOL, err_msg=k)
+        assert a.test_pred.shape == b.test_pred.shape and a.val_pred.shape == b.val_pred.shape
+        assert a.train_pred.shape == b.train_pred.shape
+        assert (a.test_pred != b.test_pred).mean() <= 0.02  # a near tie may flip
+
+
+STACKED_LOSSES = sorted(name for name in LOSSES if name not in ("forward", "backward", "forward_sl", "truncated_lq"))
+
+
+@pytest.mark.parametrize("loss", STACKED_LOSSES)
+def test_a_stack_trains_each_run_as_it_trains_alone(loss):
+    jobs, data = _jobs({"loss": _params_losses()[loss]})
+    assert all(stack.stackable(job) for job in jobs) and len(jobs) == 4
+    _assert_same_runs([loop.train(data, job) for job in jobs], stack.train_stack(data, jobs))
+
+
+def test_stacks_follow_the_setting_and_keep_overrides_and_unstackable_runs_apart():
+    method = {"loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0}, "overrides": {"symmetric-0.4": {"beta": 2.0}}}
+    jobs, _ = _jobs(method, seeds=(0, 1, 2))  # 6 runs; the 3 of symmetric-0.4 have beta 2
+    names = [[job.run.name for job in unit] for unit in stack.units(jobs, workers=1)]
+    assert names == [["symmetric-0-s0", "symmetric-0-s1", "symmetric-0-s2"],
+                     ["symmetric-0.4-s0", "symmetric-0.4-s1", "symmetric-0.4-s2"]]
+    assert [len(u) for u in stack.units(jobs, workers=2)] == [3, 3]
+    assert [len(u) for u in stack.units(jobs, workers=4)] == [2, 1, 2, 1]  # every worker gets work
+    for setting, sizes in (("off", [1] * 6), (2, [2, 1, 2, 1])):
+        assert [len(u) for u in stack.units(_jobs(method, (0, 1, 2), setting)[0], workers=1)] == sizes
+    forward, _ = _jobs({"loss": {"name": "forward", "matrix": "realized", "anchor_percentile": 97.0}})
+    d2l, _ = _jobs({"loss": {"name": "ce"}, "procedure": {"name": "d2l", "lid_k": 5, "lid_samples": 50, "lid_batch": 25,
+                                                          "window": 2, "init_epoch": 1}})
+    for alone in (forward, d2l):
+        assert not any(stack.stackable(job) for job in alone)
+        assert [len(u) for u in stack.units(alone, workers=1)] == [1] * len(alone)
+
+
+def test_a_group_with_overrides_trains_the_same_stacked_or_not():
+    method = {"loss": {"name": "gce", "q": 0.7}, "overrides": {"symmetric-0.4": {"q": 0.3}}}
+    jobs, data = _jobs(method)
+    alone = [loop.train(data, job) for job in jobs]
+    stacked = [r for unit in stack.units(jobs, workers=1) for r in stack.train_units(data, unit)]
+    _assert_same_runs(alone, stacked)
+
+
+def test_a_stack_saves_each_runs_checkpoint_and_resumes_from_them(tmp_path):
+    jobs, data = _jobs({"loss": _params_losses()["sl"]})
+    jobs = [loop.Job(job.run, job.labels, checkpoint=Plan(tmp_path, job.run.name, "key", 1, None)) for job in jobs]
+    stacked = stack.train_stack(data, jobs)  # 2 epochs: saves after epoch 1
+    saved = [job.checkpoint.load() for job in jobs]
+    assert [s["epoch"] for s in saved] == [1] * len(jobs)
+    # loop.train's own format: its state_dict keys and optimizer buffers per parameter
+    model = loop.initial_model(jobs[0].run.group, data, 0)
+    assert list(saved[0]["model"]) == list(model.state_dict())
+    assert [b.shape for b in saved[0]["optimizer"]] == [p.shape for p in model.parameters()]
+    resumed = stack.train_units(data, jobs)  # all saved at epoch 1: the stack resumes, exactly
+    for a, b in zip(stacked, resumed):
+        assert a.history == b.history and np.array_equal(a.test_pred, b.test_pred)
+        assert all(torch.equal(w, b.state_dict[k]) for k, w in a.state_dict.items())
+    jobs[0].checkpoint.path.unlink()  # saved epochs differ: each run resumes (or starts) alone
+    _assert_same_runs(stacked, stack.train_units(data, jobs))
