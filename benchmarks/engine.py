@@ -7,7 +7,9 @@ For three networks (the digits MLP of the default pipeline, SCE's MNIST CNN and 
 CIFAR-10 CNN; the CNNs on random images of their data set's shape), in this one process and
 interleaved round by round (A, B, C, A, B, C, ...), so that all share the machine's load:
   official  the papers' style: a torch DataLoader with a per-sample transform (normalise),
-            torch.optim.SGD, F.cross_entropy, one run at a time, test accuracy each epoch;
+            torch.optim.SGD, F.cross_entropy, one run at a time; it predicts what the engine
+            predicts (the test set and the held-out split each epoch, the fitted samples once
+            at the end), so that both do the same work;
   per-run   loop.train, one run at a time (what `train.stack: off` trains);
   stacked   stack.train_stack, all runs as one model (`train.stack: auto`; MLPs only).
 Each trains the same runs (CE, the main experiment's schedule, one thread) and prints, from
@@ -85,9 +87,14 @@ class _PerSample(TorchDataset):
 def _official(ds: Dataset, group, jobs, data: loop.Tensors, device) -> None:
     train = group.train
     mean, std = data.train_x.mean[0].cpu(), data.train_x.std[0].cpu()
-    test = DataLoader(_PerSample(ds.test_images, ds.test_labels, mean, std), batch_size=train.batch_size)
+    def predict(model, images, labels):
+        model.eval()
+        with torch.no_grad():
+            return [model(x.to(device)).argmax(1).cpu() for x, _ in
+                    DataLoader(_PerSample(images, labels, mean, std), batch_size=train.batch_size)]
+
     for job in jobs:
-        fit = np.flatnonzero(~job.labels.val)
+        fit, val = np.flatnonzero(~job.labels.val), np.flatnonzero(job.labels.val)
         torch.manual_seed(job.run.seed)
         model = models.build_model(group.model, data.train_x.shape[1:], ds.num_classes).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
@@ -102,9 +109,9 @@ def _official(ds: Dataset, group, jobs, data: loop.Tensors, device) -> None:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            model.eval()
-            with torch.no_grad():
-                sum((model(x.to(device)).argmax(1).cpu() == y).sum().item() for x, y in test)
+            predict(model, ds.test_images, ds.test_labels)
+            predict(model, ds.train_images[val], job.labels.noisy[val])
+        predict(model, ds.train_images[fit], job.labels.noisy[fit])
 
 
 def _step_flops(group, data: loop.Tensors, batch: int) -> float:

@@ -122,3 +122,13 @@ def test_a_stack_saves_each_runs_checkpoint_and_resumes_from_them(tmp_path):
         assert all(torch.equal(w, b.state_dict[k]) for k, w in a.state_dict.items())
     jobs[0].checkpoint.path.unlink()  # saved epochs differ: each run resumes (or starts) alone
     _assert_same_runs(stacked, stack.train_units(data, jobs))
+
+
+def test_stack_off_written_in_yaml_means_off():
+    """YAML 1.1 reads `stack: off` as false (PyYAML, and `dvc exp run -S train.stack=off`)."""
+    from noisylabels.spec.train import Train
+
+    main = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    assert yaml.safe_load("stack: off") == {"stack": False}
+    assert Train(**{**main, **yaml.safe_load("stack: off")}).stack == "off"
+    assert Train(**{**main, **yaml.safe_load("stack: 3")}).stack == 3

@@ -93,7 +93,8 @@ class Train(Schedule):
     normalize: Literal["channel", "pixel_mean", "imagenet"] = "channel"
     augment: named(AUGMENTS) = NoAugment()
     # runs of a group trained as one stacked model (stack.py): auto (what stacks), off, or at
-    # most this many runs per stack (memory). Results change only in the last bits.
+    # most this many runs per stack (memory). A stacked run equals its run alone up to float
+    # rounding, which training amplifies to seed-to-seed differences over many epochs.
     stack: Union[Literal["auto", "off"], Annotated[int, Field(ge=1)]] = "auto"
 
     @field_validator("device")
@@ -106,6 +107,8 @@ class Train(Schedule):
     @field_validator("stack", mode="before")
     @classmethod
     def _stack(cls, value):
+        if value is False:  # YAML 1.1 (PyYAML, `dvc exp run -S train.stack=off`) reads off as false
+            return "off"
         if value in ("auto", "off") or (type(value) is int and value >= 1):
             return value
         raise ValueError("expected auto, off or a number of runs >= 1")
