@@ -10,7 +10,6 @@ new parent run of the group (tag phase=2), each model nested under it.
 """
 import click
 
-from noisylabels import runner
 from noisylabels.cli import Stage, training_options
 
 
@@ -24,6 +23,7 @@ from noisylabels.cli import Stage, training_options
 @click.option("--out", default=None, help="output folder [default: data/runs/<group>]")
 @training_options
 def main(group, params_file, raw, noisy, phase1_dir, out, **how):
+    from noisylabels import runner  # here, not at the top: --help answers without torch and the engine (2 s)
     runner.train_stage(group, params_file, raw, noisy, out, phase1_dir=phase1_dir, **how)
 
 

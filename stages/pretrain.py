@@ -13,7 +13,6 @@ model a run nested under it (lib/noisylabels/runner.py).
 """
 import click
 
-from noisylabels import runner
 from noisylabels.cli import Stage, training_options
 
 
@@ -26,6 +25,7 @@ from noisylabels.cli import Stage, training_options
               help="output folder [default: data/runs/<group>, or data/phase1/<group> for a two-phase group]")
 @training_options
 def main(group, params_file, raw, noisy, out, **how):
+    from noisylabels import runner  # here, not at the top: --help answers without torch and the engine (2 s)
     runner.train_stage(group, params_file, raw, noisy, out, **how)
 
 

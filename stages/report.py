@@ -8,7 +8,6 @@ What is built, and how, is in lib/noisylabels/report/ (build.py, tables.py, clai
 import click
 
 from noisylabels.cli import Stage
-from noisylabels.report.build import build
 
 
 @click.command(cls=Stage)
@@ -21,6 +20,8 @@ from noisylabels.report.build import build
               help="folder of the figures stage's outputs")
 @click.option("--out", default="reports", show_default=True)
 def main(params_file, metrics_dir, runs_dir, figures_dir, out):
+    # imported here, not at the top: --help answers without pandas and matplotlib (1 s)
+    from noisylabels.report.build import build
     build(params_file, metrics_dir, runs_dir, figures_dir, out)
 
 

@@ -4,6 +4,7 @@ Marked slow (about a minute); CI runs it too.
 """
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,16 @@ def test_forward_used_the_realized_matrix_of_its_labels(repo):
     realized = {(r["setting"], r["seed"]): r["realized_matrix"] for r in noise_info["runs"]}
     with np.load(root / "data/runs/sce_table1-forward-digits/asymmetric-0.3-s1.npz") as run:
         assert np.array_equal(run["transition_matrix"], np.array(realized[("asymmetric-0.3", 1)]))
+
+
+def test_figures_are_the_same_bytes_drawn_by_one_process_or_two(repo, tmp_path):
+    root, env, _, _ = repo
+    drawn = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers{workers}"
+        sh([sys.executable, "stages/figures.py", "--workers", str(workers), "--out", str(out)], root, env)
+        drawn[workers] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert any(p.suffix == ".png" for p in drawn[1]) and drawn[1] == drawn[2]
 
 
 def test_second_repro_runs_nothing(repo):

@@ -89,6 +89,17 @@ def test_a_diverging_run_stops_the_stage_with_one_line_and_a_failed_mlflow_run(t
     assert len([run for run in runs if "mlflow.parentRunId" not in run.data.tags]) == 1
 
 
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "stages").glob("*.py")))
+def test_help_answers_without_torch_mlflow_or_matplotlib(script):
+    """Each takes seconds to import: a stage imports them when it runs, not for --help."""
+    probe = ("import runpy, sys\n"
+             "sys.argv = [sys.argv[1], '--help']\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print([m for m in ('torch', 'mlflow', 'matplotlib') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", probe, str(REPO / "stages" / script)], capture_output=True, text=True)
+    assert "Usage:" in r.stdout and r.stdout.rstrip().endswith("[]"), r.stdout + r.stderr
+
+
 def test_validate_checks_every_group_and_writes_a_constant_file(tmp_path, params, write_params):
     out = tmp_path / "validated.txt"
     params["o2u_table"]["digits"]["methods"]["o2u"]["finetune"]["lr"] = float("nan")

@@ -13,7 +13,9 @@ Epochs of a run of E epochs are compared with the paper's at the same fraction o
 """
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -288,41 +290,74 @@ FIGURES = {
 }
 
 
-def build(params_file: str, raw: str, noisy: str, runs: str, metrics_dir: str, out: str) -> list[str]:
+def build(params_file: str, raw: str, noisy: str, runs: str, metrics_dir: str, out: str,
+          workers: int = 1) -> list[str]:
     """Every figure into a fresh `out` folder that replaces the old one at the end: per table
     its accuracy curves (out/<paper>/<table>_test_acc.png), then every paper figure on every
-    data set its table ran on. Returns the lines to print (what was written or skipped)."""
+    data set its table ran on. Returns the lines to print (what was written or skipped).
+    The figures are drawn by `workers` processes side by side (drawing is most of this
+    stage's time); each draws in one thread, so a figure is the same for any `workers`."""
     params = load_params(params_file)
     ctx = Runs(params, raw, noisy, runs)
     _, curves = tables.collect(params, metrics_dir)  # every input checked before anything is drawn
     check_writable(out)
-    said = []
     with atomic_dir(out) as tmp:
-        for table, part in curves.groupby("table", sort=False):
-            phase1 = max((g.written.pretrain.total_epochs for g in ctx.groups(table) if g.two_phase), default=0)
-            path = figures.curves_path(tmp, table, params)
-            named = part.assign(method=part["method"].map(lambda m: PAPER_NAMES.get(m, m)))
-            figures.test_accuracy_curves(named, path, f"{tables.title(table, params)}: test accuracy per epoch "
-                                         "(mean ± sd over seeds)", phase1)
-            # the same numbers in the paper figures' layout (a DVC plot: dvc_plots/curves.json)
-            named.rename(columns={"setting": "panel", "method": "line", "test_acc": "value"})[
-                ["panel", "line", "seed", "epoch", "value"]].to_csv(path.with_suffix(".csv"), index=False,
-                                                                    float_format="%.4f")
-            said.append(f"figures: {figures.curves_path(out, table, params)}")
-        for paper, figs in FIGURES.items():
-            for name, (table, make, title) in figs.items():
-                datasets = ctx.datasets(table)
-                if not datasets:
-                    said.append(f"figures: {paper}/{name} skipped: no group of table {table!r} in params.yaml")
-                for dataset in datasets:
-                    try:
-                        data, plot = make(ctx, dataset)
-                    except NotRun as e:
-                        said.append(f"figures: {paper}/{name} on {dataset} skipped: {e}")
-                        continue
-                    path = tmp / paper / f"{name}_{dataset}.png"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    data.to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
-                    plot(data, path, f"{title} ({dataset})")
-                    said.append(f"figures: {Path(out) / paper / path.name}")
+        jobs = [partial(_accuracy_curves, ctx, table, part, tmp, out) for table, part in curves.groupby("table", sort=False)]
+        jobs += [partial(_paper_figure, ctx, paper, name, spec, tmp, out)
+                 for paper, figs in FIGURES.items() for name, spec in figs.items()]
+        return [line for lines in _run_all(jobs, workers) for line in lines]
+
+
+def _accuracy_curves(ctx: Runs, table: str, part: pd.DataFrame, tmp: Path, out: str) -> list[str]:
+    phase1 = max((g.written.pretrain.total_epochs for g in ctx.groups(table) if g.two_phase), default=0)
+    path = figures.curves_path(tmp, table, ctx.params)
+    named = part.assign(method=part["method"].map(lambda m: PAPER_NAMES.get(m, m)))
+    figures.test_accuracy_curves(named, path, f"{tables.title(table, ctx.params)}: test accuracy per epoch "
+                                 "(mean ± sd over seeds)", phase1)
+    # the same numbers in the paper figures' layout (a DVC plot: dvc_plots/curves.json)
+    named.rename(columns={"setting": "panel", "method": "line", "test_acc": "value"})[
+        ["panel", "line", "seed", "epoch", "value"]].to_csv(path.with_suffix(".csv"), index=False,
+                                                            float_format="%.4f")
+    return [f"figures: {figures.curves_path(out, table, ctx.params)}"]
+
+
+def _paper_figure(ctx: Runs, paper: str, name: str, spec: tuple, tmp: Path, out: str) -> list[str]:
+    table, make, title = spec
+    datasets = ctx.datasets(table)
+    if not datasets:
+        return [f"figures: {paper}/{name} skipped: no group of table {table!r} in params.yaml"]
+    said = []
+    for dataset in datasets:
+        try:
+            data, plot = make(ctx, dataset)
+        except NotRun as e:
+            said.append(f"figures: {paper}/{name} on {dataset} skipped: {e}")
+            continue
+        path = tmp / paper / f"{name}_{dataset}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data.to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
+        plot(data, path, f"{title} ({dataset})")
+        said.append(f"figures: {Path(out) / paper / path.name}")
     return said
+
+
+_jobs: list = []  # the figures to draw, inherited by the forked processes that draw them
+
+
+def _run_job(i: int) -> list[str]:
+    torch.set_num_threads(1)  # as in the training workers: a figure does not depend on the core count
+    return _jobs[i]()
+
+
+def _run_all(jobs: list, workers: int) -> list[list[str]]:
+    """Each job's lines, in job order. The processes are forked: they inherit the jobs, with
+    the runs and data sets they read. Without fork, or with one worker, the jobs run here."""
+    _jobs[:] = jobs
+    try:
+        processes = min(workers, len(jobs))
+        if processes == 1 or "fork" not in multiprocessing.get_all_start_methods():
+            return [_run_job(i) for i in range(len(jobs))]
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            return pool.map(_run_job, range(len(jobs)), chunksize=1)
+    finally:
+        _jobs.clear()
