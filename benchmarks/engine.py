@@ -1,7 +1,7 @@
 """Benchmark: the training engine against an official-style loop, and stacked runs against
 runs trained one by one.
 
-    python benchmarks/engine.py [--rounds 2] [--device cpu]
+    python benchmarks/engine.py [--rounds 2] [--device cpu] [--precisions fp32,bf16]
 
 For three networks (the digits MLP of the default pipeline, SCE's MNIST CNN and SCE's
 CIFAR-10 CNN; the CNNs on random images of their data set's shape), in this one process and
@@ -12,6 +12,8 @@ interleaved round by round (A, B, C, A, B, C, ...), so that all share the machin
             at the end), so that both do the same work;
   per-run   loop.train, one run at a time (what `train.stack: off` trains);
   stacked   stack.train_stack, all runs as one model (`train.stack: auto`; MLPs only).
+With several --precisions (train.precision), the engine and stacked rows are repeated per
+precision (the official loop stays float32); benchmarks/gpu_check.sh runs it on a GPU.
 Each trains the same runs (CE, the main experiment's schedule, one thread) and prints, from
 its best round: training images per second (all runs together), seconds per epoch of one
 run, its ratio to the others, and its share of a matmul peak measured in this process (the
@@ -19,6 +21,7 @@ FLOPs of a training step counted by torch's FlopCounterMode). The load average i
 first and last: compare ratios, not absolute numbers, across machines.
 """
 import copy
+import functools
 import os
 import time
 
@@ -54,7 +57,7 @@ def _dataset(name: str, n: int | None) -> Dataset:
                    np.arange(n) % 10, rng.integers(0, 256, (n // 4, *shape), dtype=np.uint8), np.arange(n // 4) % 10)
 
 
-def _jobs(ds: Dataset, model: dict | None, runs: int, epochs: int, batch: int, device: str):
+def _jobs(ds: Dataset, model: dict | None, runs: int, epochs: int, batch: int, device: str, precision: str):
     """`runs` seeds of the main experiment with CE on `ds` (model: its section, None: params')."""
     params = load_params("params.yaml")
     params["data"]["name"] = ds.name
@@ -64,7 +67,8 @@ def _jobs(ds: Dataset, model: dict | None, runs: int, epochs: int, batch: int, d
     params["loss"] = {"name": "ce"}
     if model:
         params["model"] = model
-    params["train"].update(epochs=epochs, milestones=[], batch_size=batch, device=device, stack="auto")
+    params["train"].update(epochs=epochs, milestones=[], batch_size=batch, device=device, stack="auto",
+                           precision=precision)
     g = resolve_group(params, "main")
     noisy, val, records = noise.generate(ds, g.settings, g.seeds, g.draw, g.val_fraction)
     return g, loop.group_jobs(g, noise.NoisyLabels(noisy, val, {"seeds": list(g.seeds), "runs": records}))
@@ -114,6 +118,10 @@ def _official(ds: Dataset, group, jobs, data: loop.Tensors, device) -> None:
         predict(model, ds.train_images[fit], job.labels.noisy[fit])
 
 
+def _per_run(data: loop.Tensors, jobs) -> list:
+    return [loop.train(data, job) for job in jobs]
+
+
 def _step_flops(group, data: loop.Tensors, batch: int) -> float:
     """FLOPs of one training step (forward and backward) per image."""
     model = loop.initial_model(group, data, 0)
@@ -146,7 +154,8 @@ def _sync(device):
 @click.option("--rounds", default=2, show_default=True, help="interleaved rounds; each engine's best is reported")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--networks", default=",".join(NETWORKS), show_default=True)
-def main(rounds, device, networks):
+@click.option("--precisions", default="fp32", show_default=True, help="train.precision values, comma-separated")
+def main(rounds, device, networks, precisions):
     torch.set_num_threads(1)
     print(f"load average {os.getloadavg()[0]:.2f}; device {device}; one torch thread; best of {rounds} interleaved rounds")
     peak = _matmul_peak(device)
@@ -154,13 +163,17 @@ def main(rounds, device, networks):
     for name in networks.split(","):
         dataset, model, n, runs, epochs, batch = NETWORKS[name]
         ds = _dataset(dataset, n)
-        group, jobs = _jobs(ds, model, runs, epochs, batch, device)
-        data = loop.to_tensors(ds, torch.device(device), group.train)
+        engines, several = {}, "," in precisions
+        for precision in precisions.split(","):
+            group, jobs = _jobs(ds, model, runs, epochs, batch, device, precision)
+            data = loop.to_tensors(ds, torch.device(device), group.train)
+            if not engines:  # the official loop trains in float32 whatever the precision
+                engines["official"] = functools.partial(_official, ds, group, jobs, data, device)
+            engines[f"per-run {precision}" if several else "per-run"] = functools.partial(_per_run, data, jobs)
+            if all(stack.stackable(job) for job in jobs):
+                engines[f"stacked {precision}" if several else "stacked"] = functools.partial(
+                    stack.train_stack, data, copy.copy(jobs))
         images = sum(int((~j.labels.val).sum()) for j in jobs) * epochs
-        engines = {"official": lambda: _official(ds, group, jobs, data, device),
-                   "per-run": lambda: [loop.train(data, job) for job in jobs]}
-        if all(stack.stackable(job) for job in jobs):
-            engines["stacked"] = lambda: stack.train_stack(data, copy.copy(jobs))
         best = {k: float("inf") for k in engines}
         for _ in range(rounds):
             for key, fn in engines.items():
@@ -172,11 +185,12 @@ def main(rounds, device, networks):
         flops = _step_flops(group, data, group.train.batch_size)
         print(f"\n{name}: {runs} runs x {epochs} epoch(s) x {images // (runs * epochs)} images, "
               f"batch {group.train.batch_size}, {flops / 1e6:.2f} MFLOP per training image"
-              + ("" if "stacked" in engines else "; not stacked (stack.py stacks the digits MLP only)"))
+              + ("" if any(k.startswith("stacked") for k in engines)
+                 else "; not stacked (stack.py stacks the digits MLP only)"))
         for key, seconds in best.items():
             rate = images / seconds
             ratios = "  ".join(f"x{best[other] / seconds:.2f} vs {other}" for other in best if other != key)
-            print(f"  {key:9s} {rate:9.0f} img/s  {seconds / (runs * epochs):7.3f} s/epoch/run  "
+            print(f"  {key:14s} {rate:9.0f} img/s  {seconds / (runs * epochs):7.3f} s/epoch/run  "
                   f"{100 * rate * flops / peak:5.1f}% of peak  {ratios}")
     print(f"\nload average {os.getloadavg()[0]:.2f}")
 

@@ -35,11 +35,11 @@ def _params_losses() -> dict:
     return {**found, "nce": {"name": "nce"}, "nfl": {"name": "nfl", "gamma": 0.5}, "ngce": {"name": "ngce", "q": 0.7}}
 
 
-def _jobs(method: dict, seeds=(0, 1), stack_setting="auto"):
+def _jobs(method: dict, seeds=(0, 1), stack_setting="auto", precision="fp32"):
     """The jobs of a 2-setting x len(seeds) group training `method`, each run with its own
     noisy labels and held-out split."""
     p = copy.deepcopy(TINY_PARAMS)
-    p["sce_table1"]["digits"]["train"]["stack"] = stack_setting
+    p["sce_table1"]["digits"]["train"].update(stack=stack_setting, precision=precision)
     p["sce_table1"]["noise"].update(settings={"symmetric": [0.0, 0.4]}, seeds=list(seeds))
     p["sce_table1"]["digits"]["methods"] = {"m": method}
     p["groups"] = {"g": {"table": "sce_table1", "dataset": "digits", "method": "m"}}
@@ -132,3 +132,32 @@ def test_stack_off_written_in_yaml_means_off():
     assert yaml.safe_load("stack: off") == {"stack": False}
     assert Train(**{**main, **yaml.safe_load("stack: off")}).stack == "off"
     assert Train(**{**main, **yaml.safe_load("stack: 3")}).stack == 3
+
+
+def test_bf16_runs_the_forward_passes_in_bfloat16_and_keeps_float32_weights():
+    """train.precision on the CPU path (autocast works there too): alone and stacked, every
+    module's output is bfloat16 with bf16 and float32 with fp32; weights stay float32; bf16
+    changes the results, within bf16 rounding of the fp32 ones."""
+    dtypes = set()
+    layers = (torch.nn.Linear, stack.StackedMLP)  # not a Flatten of the images: that stays float32
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, inputs, output: dtypes.add(output.dtype) if isinstance(module, layers) else None)
+    try:
+        results = {}
+        for precision in ("fp32", "bf16"):
+            jobs, data = _jobs({"loss": _params_losses()["sl"]}, precision=precision)
+            dtypes.clear()
+            results[precision] = [loop.train(data, job) for job in jobs]
+            alone = set(dtypes)
+            dtypes.clear()
+            stacked = stack.train_stack(data, jobs)
+            assert alone == set(dtypes) == {torch.float32 if precision == "fp32" else torch.bfloat16}
+            for a, b in zip(results[precision], stacked):
+                for k, w in a.state_dict.items():
+                    assert w.dtype == b.state_dict[k].dtype == torch.float32
+                    assert (w - b.state_dict[k]).abs().max() <= (RTOL if precision == "fp32" else 0.05) * w.abs().max()
+    finally:
+        hook.remove()
+    for a, b in zip(results["fp32"], results["bf16"]):
+        gap = max(float((w - b.state_dict[k]).abs().max() / w.abs().max()) for k, w in a.state_dict.items())
+        assert 0 < gap < 0.05

@@ -134,6 +134,12 @@ class RunResult:
     ended_ms: int | None = None
 
 
+def autocast(train, device: torch.device) -> torch.autocast:
+    """train.precision for the forward passes: bf16 under torch.autocast (float32 weights,
+    gradients and optimizer state: the optimizer steps outside it), or nothing for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.precision == "bf16")
+
+
 def predict(model, x) -> torch.Tensor:
     """Predicted classes, in evaluation mode."""
     return methods.logits(model, x).argmax(1)
@@ -191,7 +197,8 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
         # seen in other epochs, as the permutation changes).
         for s in (s for s in range(0, n, bs) if n - s > 1):
             idx = perm[s : s + bs]
-            losses, logits = method.batch_loss(model, data.augment(x.normalised(idx), draws), t[idx], idx)
+            with autocast(train, device):
+                losses, logits = method.batch_loss(model, data.augment(x.normalised(idx), draws), t[idx], idx)
             opt.zero_grad()
             losses.mean().backward()
             method.after_backward(idx)
@@ -203,7 +210,8 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
                 sums += torch.stack([losses.sum(), (pred == y[idx]).sum(), (pred == y_true[idx]).sum(),
                                      (y_true[idx] >= 0).sum()])
             seen += len(idx)
-        test_pred, val_pred = predict(model, data.test_x), predict(model, x_val)
+        with autocast(train, device):
+            test_pred, val_pred = predict(model, data.test_x), predict(model, x_val)
         test_preds.append(test_pred)
         val_preds.append(val_pred)
         numbers = torch.cat([sums[:2] / seen, sums[2:3] / sums[3], (val_pred == y_val).float().mean()[None],
@@ -219,11 +227,13 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
                              "history": history, "test_preds": test_preds, "val_preds": val_preds,
                              **{key: generator.get_state() for key, generator in generators.items()}})
             last_save = time.monotonic()
+    with autocast(train, device):
+        train_pred = predict(model, x_fit)
     return RunResult(
         history=history,
         test_pred=torch.stack(test_preds).to(torch.int16).cpu().numpy(),
         val_pred=torch.stack(val_preds).to(torch.int16).cpu().numpy(),
-        train_pred=predict(model, x_fit).cpu().numpy(),
+        train_pred=train_pred.cpu().numpy(),
         state_dict={k: v.cpu() for k, v in model.state_dict().items()},
         metrics=method.final_metrics(),
         artefacts=method.artefacts(),

@@ -177,9 +177,10 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             idx = perm[:, s : s + bs]  # N x B positions in each run's fitted set
             images = data.train_x.normalised(fit.gather(1, idx).flatten())
             x = torch.stack([data.augment(part, g) for part, g in zip(images.split(idx.shape[1]), draws)])
-            logits = model(x)
             labels = y.gather(1, idx)
-            losses = method.loss_fn(logits.flatten(0, 1), labels.flatten()).view_as(labels)
+            with loop.autocast(group.train, device):
+                logits = model(x)
+                losses = method.loss_fn(logits.flatten(0, 1), labels.flatten()).view_as(labels)
             opt.zero_grad()
             losses.mean(1).sum().backward()
             step_lr = lr / (1 + group.train.lr_decay * iteration)
@@ -189,8 +190,9 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                 pred, true = logits.argmax(2), y_true.gather(1, idx)
                 sums += torch.stack([losses.sum(1), (pred == labels).sum(1), (pred == true).sum(1), (true >= 0).sum(1)], 1)
             seen += idx.shape[1]
-        test_pred = _predict(model, data.test_x[: len(data.test_x)])
-        val_pred = _predict(model, data.train_x[val.flatten()].view(n_runs, val.shape[1], *data.train_x.shape[1:]))
+        with loop.autocast(group.train, device):
+            test_pred = _predict(model, data.test_x[: len(data.test_x)])
+            val_pred = _predict(model, data.train_x[val.flatten()].view(n_runs, val.shape[1], *data.train_x.shape[1:]))
         test_preds.append(test_pred)
         val_preds.append(val_pred)
         numbers = torch.cat([sums[:, :2] / seen, sums[:, 2:3] / sums[:, 3:], (val_pred == y_val).float().mean(1, True),
@@ -209,7 +211,8 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                     "val_preds": [p[r].clone() for p in val_preds], "batch_order": orders[r].get_state(),
                     "draws": draws[r].get_state()})
             last_save = time.monotonic()
-    train_pred = _predict(model, data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])).cpu().numpy()
+    with loop.autocast(group.train, device):
+        train_pred = _predict(model, data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])).cpu().numpy()
     test_all, val_all = torch.stack(test_preds, 1).to(torch.int16).cpu().numpy(), torch.stack(val_preds, 1).to(torch.int16).cpu().numpy()
     ended = int(time.time() * 1000)
     return [loop.RunResult(history=histories[r], test_pred=test_all[r], val_pred=val_all[r], train_pred=train_pred[r],

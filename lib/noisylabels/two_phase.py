@@ -268,7 +268,8 @@ class Finetune(Standard):
         loss = self.loss_fn(logits, targets)
         if self.mixup > 0:
             lam, j = self.mix(len(x))
-            j = j.to(x.device)
+            if x.is_cuda:  # from pinned memory, without waiting: a plain copy would sync every step
+                j = j.pin_memory().to(x.device, non_blocking=True)
             t = targets if targets.is_floating_point() else F.one_hot(targets, logits.shape[1]).float()
             mixed_logits = model(lam * x + (1 - lam) * x[j])
             loss = loss + losses._soft_ce(F.log_softmax(mixed_logits.float(), dim=1), lam * t + (1 - lam) * t[j])

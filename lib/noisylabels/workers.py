@@ -65,6 +65,8 @@ def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int
             signal.signal(s, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STAGE_SIGNALS)
     torch.set_num_threads(threads)
+    # cuDNN picks the fastest convolution algorithms for the group's fixed shapes once
+    torch.backends.cudnn.benchmark = torch.device(device_name).type == "cuda"
     _worker["data"] = loop.to_tensors(dataset, torch.device(device_name), train)
     if hasattr(progress, "put"):
         if hasattr(progress, "cancel_join_thread"):  # a worker's exit never waits for the stage to read

@@ -96,6 +96,9 @@ class Train(Schedule):
     # most this many runs per stack (memory). A stacked run equals its run alone up to float
     # rounding, which training amplifies to seed-to-seed differences over many epochs.
     stack: Union[Literal["auto", "off"], Annotated[int, Field(ge=1)]] = "auto"
+    # bf16: forward passes under torch.autocast in bfloat16 (a GPU's tensor cores), weights,
+    # gradients and optimizer state in float32. Changes results, unlike `stack` and `device`.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @field_validator("device")
     @classmethod

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU check of the training engine, in under 8 minutes, on a machine with a CUDA GPU and
+# this package installed (README quick start); from the repository root:
+#
+#     bash benchmarks/gpu_check.sh | tee gpu_check.txt
+#
+# Prints the GPU and versions, then benchmarks/engine.py on cuda: the official-style loop,
+# the per-run engine and the stacked engine on the digits MLP and SCE's MNIST and CIFAR-10
+# CNNs, each in float32 and in bf16 autocast (train.precision), with images per second,
+# ratios and the share of the float32 matmul peak. Measured numbers go to README.md
+# ("GPU"); none is there until this has run on a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(0))"
+timeout 450 python benchmarks/engine.py --device cuda --rounds 2 --precisions fp32,bf16
