@@ -7,11 +7,9 @@ figures (class-wise accuracy, t-SNE, confidences, parameter analysis, ablation, 
 curves), each with its data as CSV beside it. What each shows, and which runs it reads, is
 in lib/noisylabels/report/paper_figures.py.
 """
-import os
-
 import click
 
-from noisylabels.cli import Stage, stage_errors
+from noisylabels.cli import Stage, stage_errors, workers_option
 
 
 @click.command(cls=Stage)
@@ -22,9 +20,7 @@ from noisylabels.cli import Stage, stage_errors
 @click.option("--metrics", "metrics_dir", default="reports/metrics", show_default=True,
               help="folder of the evaluate stage's outputs")
 @click.option("--out", default="reports/figures", show_default=True)
-@click.option("--workers", default=min(2, os.cpu_count() or 1), type=click.IntRange(min=1),
-              show_default="min(2, CPU count)", envvar="NOISYLABELS_WORKERS", show_envvar=True,
-              help="processes drawing the figures side by side (the figures do not depend on it)")
+@workers_option("processes drawing the figures side by side (the figures do not depend on it)")
 def main(params_file, raw, noisy, runs, metrics_dir, out, workers):
     # imported here, not at the top: --help answers without torch, pandas and matplotlib (3 s)
     from noisylabels.report import paper_figures

@@ -40,16 +40,21 @@ class Stage(click.Command):
         sys.exit(code if isinstance(code, int) else 0)  # --help returns 0
 
 
+def workers_option(help: str):
+    """--workers (also NOISYLABELS_WORKERS): processes doing a stage's work side by side,
+    which never changes its outputs (the training stages, the figures stage)."""
+    return click.option("--workers", default=min(2, os.cpu_count() or 1), type=click.IntRange(min=1),
+                        show_default="min(2, CPU count)", envvar="NOISYLABELS_WORKERS", show_envvar=True, help=help)
+
+
 def training_options(command):
     """--workers, --threads, --executor, --gpus-per-run, --checkpoints, --checkpoint-every:
     how a group trains, never what it learns. DVC runs the stages with the commands of
     dvc.yaml, so each option also reads NOISYLABELS_<OPTION> (e.g. NOISYLABELS_EXECUTOR=ray
     dvc exp run ...), and changing one reruns nothing."""
     options = [
-        click.option("--workers", default=min(2, os.cpu_count() or 1), type=click.IntRange(min=1),
-                     show_default="min(2, CPU count)", envvar="NOISYLABELS_WORKERS", show_envvar=True,
-                     help="local executor: processes training the group's runs side by side, spread over the "
-                          "visible GPUs with device cuda (results do not depend on it)"),
+        workers_option("local executor: processes training the group's runs side by side, spread over the "
+                       "visible GPUs with device cuda (results do not depend on it)"),
         click.option("--threads", default=1, type=click.IntRange(min=1), show_default=True,
                      envvar="NOISYLABELS_THREADS", show_envvar=True,
                      help="CPU threads for torch per worker or Ray task. One thread keeps CPU results identical "

@@ -175,6 +175,7 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
     history = {k: [] for k in (*HISTORY_KEYS, *method.history_keys)}
     test_preds, val_preds = [], []
     generators = {"batch_order": batch_order, "draws": draws}
+    amp = autocast(train, device)
     saved, first, last_save = checkpoint.load() if checkpoint else None, 1, time.monotonic()
     if saved:  # resume: everything the next epoch reads, as it was after epoch saved["epoch"]
         model.load_state_dict(saved["model"])
@@ -197,7 +198,7 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
         # seen in other epochs, as the permutation changes).
         for s in (s for s in range(0, n, bs) if n - s > 1):
             idx = perm[s : s + bs]
-            with autocast(train, device):
+            with amp:
                 losses, logits = method.batch_loss(model, data.augment(x.normalised(idx), draws), t[idx], idx)
             opt.zero_grad()
             losses.mean().backward()
@@ -210,7 +211,7 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
                 sums += torch.stack([losses.sum(), (pred == y[idx]).sum(), (pred == y_true[idx]).sum(),
                                      (y_true[idx] >= 0).sum()])
             seen += len(idx)
-        with autocast(train, device):
+        with amp:
             test_pred, val_pred = predict(model, data.test_x), predict(model, x_val)
         test_preds.append(test_pred)
         val_preds.append(val_pred)
@@ -227,7 +228,7 @@ def _fit(data: Tensors, labels: RunLabels, seed: int, model, method, train, targ
                              "history": history, "test_preds": test_preds, "val_preds": val_preds,
                              **{key: generator.get_state() for key, generator in generators.items()}})
             last_save = time.monotonic()
-    with autocast(train, device):
+    with amp:
         train_pred = predict(model, x_fit)
     return RunResult(
         history=history,

@@ -158,6 +158,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     histories = [{k: [] for k in loop.HISTORY_KEYS} for _ in runs]
     test_preds, val_preds = [], []
     n, iteration, first, last_save = fit.shape[1], 0, 1, time.monotonic()
+    amp = loop.autocast(group.train, device)
     if saved:
         for i, buffer in enumerate(opt.buffers):
             buffer.copy_(torch.stack([state["optimizer"][i] for state in saved]))
@@ -178,7 +179,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             images = data.train_x.normalised(fit.gather(1, idx).flatten())
             x = torch.stack([data.augment(part, g) for part, g in zip(images.split(idx.shape[1]), draws)])
             labels = y.gather(1, idx)
-            with loop.autocast(group.train, device):
+            with amp:
                 logits = model(x)
                 losses = method.loss_fn(logits.flatten(0, 1), labels.flatten()).view_as(labels)
             opt.zero_grad()
@@ -190,7 +191,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                 pred, true = logits.argmax(2), y_true.gather(1, idx)
                 sums += torch.stack([losses.sum(1), (pred == labels).sum(1), (pred == true).sum(1), (true >= 0).sum(1)], 1)
             seen += idx.shape[1]
-        with loop.autocast(group.train, device):
+        with amp:
             test_pred = _predict(model, data.test_x[: len(data.test_x)])
             val_pred = _predict(model, data.train_x[val.flatten()].view(n_runs, val.shape[1], *data.train_x.shape[1:]))
         test_preds.append(test_pred)
@@ -211,7 +212,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                     "val_preds": [p[r].clone() for p in val_preds], "batch_order": orders[r].get_state(),
                     "draws": draws[r].get_state()})
             last_save = time.monotonic()
-    with loop.autocast(group.train, device):
+    with amp:
         train_pred = _predict(model, data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])).cpu().numpy()
     test_all, val_all = torch.stack(test_preds, 1).to(torch.int16).cpu().numpy(), torch.stack(val_preds, 1).to(torch.int16).cpu().numpy()
     ended = int(time.time() * 1000)
