@@ -2,6 +2,7 @@
 runs trained one by one.
 
     python benchmarks/engine.py [--rounds 2] [--device cpu] [--precisions fp32,bf16]
+                                [--stack-sizes 4,12] [--mlp-runs 12]
 
 For three networks (the digits MLP of the default pipeline, SCE's MNIST CNN and SCE's
 CIFAR-10 CNN; the CNNs on random images of their data set's shape), in this one process and
@@ -11,16 +12,18 @@ interleaved round by round (A, B, C, A, B, C, ...), so that all share the machin
             predicts (the test set and the held-out split each epoch, the fitted samples once
             at the end), so that both do the same work;
   per-run   loop.train, one run at a time (what `train.stack: off` trains);
-  stacked   stack.train_stack, all runs as one model (`train.stack: auto`; MLPs only).
+  stacked   stack.train_units over stack.units, what one worker trains: all runs as one
+            model (`train.stack: auto`), or with --stack-sizes stacks of at most N runs
+            (`train.stack: N`), a row per size (MLPs only; --mlp-runs sets their number).
 With several --precisions (train.precision), the engine and stacked rows are repeated per
-precision (the official loop stays float32); benchmarks/gpu_check.sh runs it on a GPU.
+precision (the official loop stays float32); benchmarks/gpu_check.sh runs it on a GPU with
+a stack-size sweep.
 Each trains the same runs (CE, the main experiment's schedule, one thread) and prints, from
 its best round: training images per second (all runs together), seconds per epoch of one
 run, its ratio to the others, and its share of a matmul peak measured in this process (the
 FLOPs of a training step counted by torch's FlopCounterMode). The load average is printed
 first and last: compare ratios, not absolute numbers, across machines.
 """
-import copy
 import functools
 import os
 import time
@@ -57,7 +60,8 @@ def _dataset(name: str, n: int | None) -> Dataset:
                    np.arange(n) % 10, rng.integers(0, 256, (n // 4, *shape), dtype=np.uint8), np.arange(n // 4) % 10)
 
 
-def _jobs(ds: Dataset, model: dict | None, runs: int, epochs: int, batch: int, device: str, precision: str):
+def _jobs(ds: Dataset, model: dict | None, runs: int, epochs: int, batch: int, device: str, precision: str,
+          stack_setting: str | int = "auto"):
     """`runs` seeds of the main experiment with CE on `ds` (model: its section, None: params')."""
     params = load_params("params.yaml")
     params["data"]["name"] = ds.name
@@ -67,7 +71,7 @@ def _jobs(ds: Dataset, model: dict | None, runs: int, epochs: int, batch: int, d
     params["loss"] = {"name": "ce"}
     if model:
         params["model"] = model
-    params["train"].update(epochs=epochs, milestones=[], batch_size=batch, device=device, stack="auto",
+    params["train"].update(epochs=epochs, milestones=[], batch_size=batch, device=device, stack=stack_setting,
                            precision=precision)
     g = resolve_group(params, "main")
     noisy, val, records = noise.generate(ds, g.settings, g.seeds, g.draw, g.val_fraction)
@@ -122,6 +126,11 @@ def _per_run(data: loop.Tensors, jobs) -> list:
     return [loop.train(data, job) for job in jobs]
 
 
+def _stacked(data: loop.Tensors, jobs) -> list:
+    """What one worker trains: the jobs cut by train.stack (stack.units), a unit at a time."""
+    return [r for unit in stack.units(jobs, 1) for r in stack.train_units(data, unit)]
+
+
 def _step_flops(group, data: loop.Tensors, batch: int) -> float:
     """FLOPs of one training step (forward and backward) per image."""
     model = loop.initial_model(group, data, 0)
@@ -155,13 +164,17 @@ def _sync(device):
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--networks", default=",".join(NETWORKS), show_default=True)
 @click.option("--precisions", default="fp32", show_default=True, help="train.precision values, comma-separated")
-def main(rounds, device, networks, precisions):
+@click.option("--stack-sizes", default="auto", show_default=True,
+              help="train.stack values for the stacked rows, comma-separated: auto (one stack) or N")
+@click.option("--mlp-runs", default=NETWORKS["digits_mlp"][3], show_default=True, help="runs of the digits MLP")
+def main(rounds, device, networks, precisions, stack_sizes, mlp_runs):
     torch.set_num_threads(1)
     print(f"load average {os.getloadavg()[0]:.2f}; device {device}; one torch thread; best of {rounds} interleaved rounds")
     peak = _matmul_peak(device)
     print(f"matmul peak here: {peak / 1e9:.1f} GFLOP/s")
     for name in networks.split(","):
         dataset, model, n, runs, epochs, batch = NETWORKS[name]
+        runs = mlp_runs if name == "digits_mlp" else runs
         ds = _dataset(dataset, n)
         engines, several = {}, "," in precisions
         for precision in precisions.split(","):
@@ -170,9 +183,13 @@ def main(rounds, device, networks, precisions):
             if not engines:  # the official loop trains in float32 whatever the precision
                 engines["official"] = functools.partial(_official, ds, group, jobs, data, device)
             engines[f"per-run {precision}" if several else "per-run"] = functools.partial(_per_run, data, jobs)
-            if all(stack.stackable(job) for job in jobs):
-                engines[f"stacked {precision}" if several else "stacked"] = functools.partial(
-                    stack.train_stack, data, copy.copy(jobs))
+            if not all(stack.stackable(job) for job in jobs):
+                continue
+            for size in stack_sizes.split(","):
+                setting = "auto" if size == "auto" else int(size)
+                _, stacked_jobs = _jobs(ds, model, runs, epochs, batch, device, precision, setting)
+                label = " ".join(["stacked", *([precision] if several else []), *([] if size == "auto" else [f"<={size}"])])
+                engines[label] = functools.partial(_stacked, data, stacked_jobs)
         images = sum(int((~j.labels.val).sum()) for j in jobs) * epochs
         best = {k: float("inf") for k in engines}
         for _ in range(rounds):
@@ -190,7 +207,7 @@ def main(rounds, device, networks, precisions):
         for key, seconds in best.items():
             rate = images / seconds
             ratios = "  ".join(f"x{best[other] / seconds:.2f} vs {other}" for other in best if other != key)
-            print(f"  {key:14s} {rate:9.0f} img/s  {seconds / (runs * epochs):7.3f} s/epoch/run  "
+            print(f"  {key:18s} {rate:9.0f} img/s  {seconds / (runs * epochs):7.3f} s/epoch/run  "
                   f"{100 * rate * flops / peak:5.1f}% of peak  {ratios}")
     print(f"\nload average {os.getloadavg()[0]:.2f}")
 

@@ -6,11 +6,12 @@
 #
 # Prints the GPU and versions, then benchmarks/engine.py on cuda: the official-style loop,
 # the per-run engine and the stacked engine on the digits MLP and SCE's MNIST and CIFAR-10
-# CNNs, each in float32 and in bf16 autocast (train.precision), with images per second,
+# CNNs, each in float32 and in bf16 autocast (train.precision), the digits MLP with 48 runs
+# in stacks of at most 6, at most 24 and all 48 (train.stack), with images per second,
 # ratios and the share of the float32 matmul peak. Measured numbers go to README.md
 # ("GPU"); none is there until this has run on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(0))"
-timeout 450 python benchmarks/engine.py --device cuda --rounds 2 --precisions fp32,bf16
+timeout 450 python benchmarks/engine.py --device cuda --rounds 2 --precisions fp32,bf16 --stack-sizes 6,24,auto --mlp-runs 48

@@ -106,11 +106,12 @@ def sh(cmd, cwd, env):
 def pipeline_repo(root: Path, params: dict, env: dict | None = None):
     """A git + DVC repository in `root` with this repository's pipeline and code and `params`,
     committed; returns the environment to run it in (plus `env`) and the dvc command."""
-    for item in ("dvc.yaml", ".gitignore", "stages", "lib"):
+    for item in ("dvc.yaml", ".gitignore", "stages", "lib", "data/downloads/README.md"):
         src = REPO / item
         if src.is_dir():
             shutil.copytree(src, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
+            (root / item).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, root / item)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

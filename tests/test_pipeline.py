@@ -122,6 +122,17 @@ def test_second_repro_runs_nothing(repo):
     assert "Running stage" not in out and "up to date" in out
 
 
+def test_a_replaced_archive_in_downloads_reruns_the_download_stage(repo):
+    root, env, dvc, _ = repo
+    archive = root / "data/downloads/archive.tar.gz"
+    archive.write_bytes(b"a local archive")
+    try:
+        assert "modified:           data/downloads" in sh([*dvc, "status", "download@digits"], root, env)
+    finally:
+        archive.unlink()
+    assert "up to date" in sh([*dvc, "status", "download@digits"], root, env)
+
+
 def test_a_forced_rerun_changes_no_tracked_file_and_leaves_no_stale_lock_entry(repo):
     """Outputs hold no MLflow run id, time or path: retraining every stage gives the same bytes,
     so dvc.lock and the committed reports stay as they were (a fresh clone's `dvc repro`

@@ -75,7 +75,19 @@ def test_one_seed_shows_the_mean_alone():
     summary = tables.summarize(_runs("gce_table", ["cce"], ["symmetric-0.4"], seeds=(0,)))
     md = tables.table_markdown("GCE", summary, [0])
     assert "| CCE | 50.00 |" in _flat(md) and "±" not in md.split("##", 1)[1]
-    assert tables.metrics_summary(summary)["gce_table"]["digits"]["cce"]["symmetric-0.4"] == 50.0
+    assert tables.metrics_summary(summary)["gce_table"]["digits"]["cce"] == 50.0
+
+
+def test_metrics_json_holds_one_number_per_table_method_the_mean_over_settings():
+    runs = _runs("sce_table1", ["ce", "sl"], ["symmetric-0.2", "symmetric-0.6"])
+    runs.loc[(runs["method"] == "sl") & (runs["setting"] == "symmetric-0.6"), "test_acc_last"] += 10.0
+    summary = tables.summarize(runs)
+    per_setting = summary.set_index(["method", "setting"])["test_acc_last_mean"]
+    metrics = tables.metrics_summary(summary)
+    assert metrics["sce_table1"]["digits"] == {
+        "ce": round((per_setting["ce", "symmetric-0.2"] + per_setting["ce", "symmetric-0.6"]) / 2, 4),
+        "sl": round((per_setting["sl", "symmetric-0.2"] + per_setting["sl", "symmetric-0.6"]) / 2, 4)}
+    assert metrics["sce_table1"]["digits"]["sl"] == metrics["sce_table1"]["digits"]["ce"] + 5.0
 
 
 def test_two_phase_methods_with_the_same_phase1_are_noted(params):
