@@ -106,18 +106,29 @@ def bootstrap(logits, labels, beta: float, mode: str):
     return _soft_ce(log_p, beta * F.one_hot(labels, logits.shape[1]).float() + (1 - beta) * own)
 
 
+def _per_row(matrix, logits):
+    """The transition matrix of each row of logits: one K x K for every row (1 x K x K), or
+    a stack's N x K x K, one per run, when the rows are N runs' batches one after the other
+    (stack.py flattens N x B x K logits run by run)."""
+    matrix = matrix.float().to(logits.device)
+    if matrix.dim() == 2:
+        return matrix[None]
+    return matrix.repeat_interleave(len(logits) // len(matrix), dim=0)
+
+
 def _corrected_log_q(logits, matrix):
     """log q with q = T^T p, q_j = sum_i p_i T[i, j]: the model predicts the clean class,
-    T maps it to the noisy label it is compared with. log 0 = -inf drops a term.
+    T maps it to the noisy label it is compared with. log 0 = -inf drops a term. matrix:
+    K x K, or N x K x K in a stack (_per_row).
 
     A column of T that is all zero (a label no class turns into, e.g. a class absent from a
     small sample's realized matrix) has q_j = 0. logsumexp over only -inf has a NaN gradient,
     which would reach every sample through the batch even though no label is j, so such
     columns are computed on zeros and set to -inf afterwards (no gradient)."""
-    log_T = matrix.float().to(logits.device).clamp_min(0).log()
-    empty = torch.isneginf(log_T).all(dim=0)
-    terms = (_log_p(logits)[:, :, None] + log_T[None]).masked_fill(empty[None, None, :], 0.0)
-    return torch.logsumexp(terms, dim=1).masked_fill(empty[None, :], float("-inf"))
+    log_T = _per_row(matrix, logits).clamp_min(0).log()  # 1 or rows x K x K
+    empty = torch.isneginf(log_T).all(dim=1)
+    terms = (_log_p(logits)[:, :, None] + log_T).masked_fill(empty[:, None, :], 0.0)
+    return torch.logsumexp(terms, dim=1).masked_fill(empty, float("-inf"))
 
 
 def forward_correction(logits, labels, matrix: torch.Tensor):
@@ -126,8 +137,9 @@ def forward_correction(logits, labels, matrix: torch.Tensor):
 
 def backward_correction(logits, labels, matrix: torch.Tensor):
     """(T^-1 l)_y with l_k = -log p_k: unbiased for the clean loss, unbounded below."""
-    inverse = torch.linalg.inv(matrix.double()).float().to(logits.device)
-    return (inverse[labels] * -_log_p(logits)).sum(dim=1)
+    inverse = torch.linalg.inv(matrix.double()).float()  # K x K, or N x K x K in a stack
+    rows = _per_row(inverse, logits).expand(len(logits), -1, -1)
+    return (rows[torch.arange(len(labels), device=labels.device), labels] * -_log_p(logits)).sum(dim=1)
 
 
 def forward_sl(logits, labels, matrix: torch.Tensor, beta: float, A: float):

@@ -12,8 +12,10 @@ loss on all runs' batches at once; the sum over runs of each run's batch mean gi
 run exactly its own gradient, and SGD's update is elementwise.
 
 What stacks (`stackable`): single-phase runs of the standard procedure whose loss has no
-per-run state or matrix (so not D2L, truncated Lq, Forward/Backward), on digits_mlp, without
-grad_clip (its norm would span the runs) or per-layer L2. The rest trains run by run. Not
+per-run state (so not D2L or truncated Lq), on digits_mlp, without per-layer L2. Per run:
+gradient-norm clipping (optim.SGD's `stacked`) and a Forward/Backward transition matrix
+(losses.py takes the N matrices; an `estimated` one needs a CE fit per run first, so those
+train alone). The rest trains run by run. Not
 stacked yet, for want of time rather than by measurement: the CNNs (grouped convolutions
 were 0.4-0.8x on this CPU in the issue's prototype, so `auto` would not stack them here
 anyway), the stateful methods and the two-phase ones.
@@ -38,8 +40,8 @@ from noisylabels.optim import SGD
 def stackable(job: loop.Job) -> bool:
     method, train = job.run.method, job.run.group.train
     return (job.kind == "single" and job.run.group.model.name == "digits_mlp" and method.procedure.name == "standard"
-            and method.loss.name != "truncated_lq" and not hasattr(method.loss, "matrix")
-            and train.grad_clip is None and not train.l2)
+            and method.loss.name != "truncated_lq" and getattr(method.loss, "matrix", None) != "estimated"
+            and not train.l2)
 
 
 def units(jobs: list[loop.Job], workers: int) -> list[list[loop.Job]]:
@@ -142,9 +144,11 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             m.load_state_dict(state["model"])
         rngs = [state["global_rng"] for state in saved]
     model = StackedMLP(models)
-    method = methods.build(runs[0].method, group.train, n_fit=_n_fit(jobs[0]), seed=runs[0].seed, device=device)
+    matrix = None if jobs[0].matrix is None else torch.from_numpy(np.stack([job.matrix for job in jobs]))
+    method = methods.build(runs[0].method, group.train, matrix=matrix, n_fit=_n_fit(jobs[0]), seed=runs[0].seed,
+                           device=device)
     opt = SGD(zip(model.names, model.optimizer_order()), group.train.momentum, group.train.weight_decay,
-              nesterov=group.train.nesterov)
+              nesterov=group.train.nesterov, grad_clip=group.train.grad_clip, stacked=True)
 
     def per_run(values) -> torch.Tensor:
         return torch.from_numpy(np.stack(values)).to(device)
@@ -218,4 +222,4 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     ended = int(time.time() * 1000)
     return [loop.RunResult(history=histories[r], test_pred=test_all[r], val_pred=val_all[r], train_pred=train_pred[r],
                            state_dict={k: v.cpu() for k, v in model.state_dict_of(r).items()},
-                           started_ms=started, ended_ms=ended) for r in range(n_runs)]
+                           started_ms=started, ended_ms=ended, matrix=jobs[r].matrix) for r in range(n_runs)]
