@@ -73,6 +73,7 @@ def _assert_same_runs(alone: list[loop.RunResult], stacked: list[loop.RunResult]
         assert (a.test_pred != b.test_pred).mean() <= 0.02  # a near tie may flip
 
 
+# every loss, as params.yaml sets it; truncated Lq (which starts after epoch 2 there) has its own test
 STACKED_LOSSES = sorted(name for name in LOSSES if name != "truncated_lq")
 
 
@@ -81,6 +82,24 @@ def test_a_stack_trains_each_run_as_it_trains_alone(loss):
     jobs, data = _jobs({"loss": _params_losses()[loss]})
     assert all(stack.stackable(job) for job in jobs) and len(jobs) == 4
     _assert_same_runs([loop.train(data, job) for job in jobs], stack.train_stack(data, jobs))
+
+
+def test_a_stack_truncates_each_run_with_its_own_best_weights_as_it_does_alone(tmp_path):
+    """Truncated Lq with its weights recomputed after epochs 1 and 2 (each run's best weights
+    by its own held-out accuracy); a checkpoint keeps them per run, in loop.train's format."""
+    method = {"loss": {"name": "truncated_lq", "q": 0.7, "k": 0.1, "start_epoch": 1, "interval": 1}}
+    jobs, data = _jobs(method)
+    assert all(stack.stackable(job) for job in jobs)
+    alone, stacked = [loop.train(data, job) for job in jobs], stack.train_stack(data, jobs)
+    _assert_same_runs(alone, stacked)
+    fractions = [r.history["truncated_fraction"] for r in stacked]
+    assert all(len(f) == 2 for f in fractions) and len({f[-1] for f in fractions}) > 1  # at work, per run
+    jobs = [loop.Job(job.run, job.labels, checkpoint=Plan(tmp_path, job.run.name, "key", 1, None)) for job in jobs]
+    stack.train_stack(data, jobs)
+    saved = jobs[0].checkpoint.load()["method"]
+    assert set(saved) == {"weight", "best_acc", "best_state"} and saved["weight"].shape == (len(jobs[0].labels.val) * 9 // 10,)
+    jobs[1].checkpoint.path.unlink()  # run 1 starts again, the others resume alone from epoch 1
+    _assert_same_runs(stacked, stack.train_units(data, jobs))
 
 
 def test_a_stack_clips_each_runs_gradient_norm_as_that_run_alone_is_clipped():

@@ -11,11 +11,11 @@ floating-point summation order (tests/test_stack.py). The loss is the method's p
 loss on all runs' batches at once; the sum over runs of each run's batch mean gives each
 run exactly its own gradient, and SGD's update is elementwise.
 
-What stacks (`stackable`): single-phase runs of the standard procedure whose loss has no
-per-run state (so not D2L or truncated Lq), on digits_mlp, without per-layer L2. Per run:
-gradient-norm clipping (optim.SGD's `stacked`) and a Forward/Backward transition matrix
-(losses.py takes the N matrices; an `estimated` one needs a CE fit per run first, so those
-train alone). The rest trains run by run. Not
+What stacks (`stackable`): single-phase runs of the standard procedure (so not D2L), on
+digits_mlp, without per-layer L2. Per run: gradient-norm clipping (optim.SGD's `stacked`),
+a Forward/Backward transition matrix (losses.py takes the N matrices; an `estimated` one
+needs a CE fit per run first, so those train alone) and truncated Lq's sample weights
+(_Truncation). The rest trains run by run. Not
 stacked yet, for want of time rather than by measurement: the CNNs (grouped convolutions
 were 0.4-0.8x on this CPU in the issue's prototype, so `auto` would not stack them here
 anyway), the stateful methods and the two-phase ones.
@@ -26,6 +26,7 @@ Used by workers.py: `units` cuts a group's jobs into stacks, `train_units` train
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -40,7 +41,7 @@ from noisylabels.optim import SGD
 def stackable(job: loop.Job) -> bool:
     method, train = job.run.method, job.run.group.train
     return (job.kind == "single" and job.run.group.model.name == "digits_mlp" and method.procedure.name == "standard"
-            and method.loss.name != "truncated_lq" and getattr(method.loss, "matrix", None) != "estimated"
+            and getattr(method.loss, "matrix", None) != "estimated"
             and not train.l2)
 
 
@@ -115,12 +116,56 @@ class StackedMLP(nn.Module):
         """The parameters in the order of loop.train's optimizer buffers."""
         return [t for pair in zip(self.weights, self.biases) for t in pair]
 
+    @torch.no_grad()
+    def load_runs(self, states: list[dict[str, torch.Tensor]]) -> None:
+        """Every run's weights from its state_dict_of-format dict (the inverse of state_dict_of)."""
+        for i, t in enumerate(self.optimizer_order()):
+            t.copy_(torch.stack([state[self.names[i]] for state in states]))
+
 
 @torch.no_grad()
-def _predict(model: StackedMLP, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """N x len(x) predicted classes; x: B x ... (shared) or N x B x ..."""
+def _logits(model: StackedMLP, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """N x len(x) x classes; x: B x ... (shared) or N x B x ..."""
     dim = 0 if x.dim() == 4 else 1
-    return torch.cat([model(part).argmax(2) for part in x.split(chunk, dim)], 1)
+    return torch.cat([model(part) for part in x.split(chunk, dim)], 1)
+
+
+def _predict(model: StackedMLP, x: torch.Tensor) -> torch.Tensor:
+    """N x len(x) predicted classes."""
+    return _logits(model, x).argmax(2)
+
+
+class _Truncation:
+    """methods.TruncatedLq for a stack: each run's sample weights w = 1[p_y > k] (N x n),
+    recomputed on the loss's schedule with that run's best weights so far, best by its own
+    held-out accuracy, as TruncatedLq.end_epoch does for one run."""
+
+    def __init__(self, loss, model: StackedMLP, n: int, saved: list[dict] | None):
+        self.k, self.start, self.interval = loss.k, loss.start_epoch, loss.interval
+        self.best = copy.deepcopy(model)  # holds each run's best weights when they are used
+        device = model.weights[0].device
+        self.weight = torch.ones(model.n, n, device=device)
+        self.best_acc, self.best_state = [-1.0] * model.n, [None] * model.n
+        if saved:
+            self.weight = torch.stack([state["method"]["weight"] for state in saved]).to(device)
+            self.best_acc = [state["method"]["best_acc"] for state in saved]
+            self.best_state = [state["method"]["best_state"] for state in saved]
+
+    def end_epoch(self, epoch: int, model: StackedMLP, x: torch.Tensor, y: torch.Tensor, val_acc: list[float]
+                  ) -> list[float]:
+        """x: N x n fitted images, y: N x n labels; returns each run's truncated fraction."""
+        for r, acc in enumerate(val_acc):
+            if acc > self.best_acc[r]:
+                self.best_acc[r], self.best_state[r] = acc, model.state_dict_of(r)
+        if epoch >= self.start and (epoch - self.start) % self.interval == 0:
+            self.best.load_runs(self.best_state)
+            p_y = torch.softmax(_logits(self.best, x).float(), 2).gather(2, y[:, :, None]).squeeze(2)
+            self.weight = (p_y > self.k).float()
+        return (1 - self.weight.mean(1)).tolist()
+
+    def state(self, r: int) -> dict:
+        """Run r's state in TruncatedLq.state()'s format."""
+        return {"weight": self.weight[r].clone(), "best_acc": self.best_acc[r], "best_state": self.best_state[r]}
 
 
 def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: list[dict] | None = None
@@ -159,10 +204,12 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     y, y_val, y_true = noisy.gather(1, fit), noisy.gather(1, val), data.train_y[fit]
     orders = [torch.Generator(device=device).manual_seed(run.seed) for run in runs]
     draws = [torch.Generator(device=device).manual_seed(run.seed + 2_000_003) for run in runs]
-    histories = [{k: [] for k in loop.HISTORY_KEYS} for _ in runs]
+    histories = [{k: [] for k in (*loop.HISTORY_KEYS, *method.history_keys)} for _ in runs]
     test_preds, val_preds = [], []
     n, iteration, first, last_save = fit.shape[1], 0, 1, time.monotonic()
     amp = loop.autocast(group.train, device)
+    truncation = _Truncation(runs[0].method.loss, model, n, saved) if runs[0].method.loss.name == "truncated_lq" else None
+    x_fit = data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])  # what predictions read
     if saved:
         for i, buffer in enumerate(opt.buffers):
             buffer.copy_(torch.stack([state["optimizer"][i] for state in saved]))
@@ -183,9 +230,10 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             images = data.train_x.normalised(fit.gather(1, idx).flatten())
             x = torch.stack([data.augment(part, g) for part, g in zip(images.split(idx.shape[1]), draws)])
             labels = y.gather(1, idx)
+            weight = {} if truncation is None else {"weight": truncation.weight.gather(1, idx).flatten()}
             with amp:
                 logits = model(x)
-                losses = method.loss_fn(logits.flatten(0, 1), labels.flatten()).view_as(labels)
+                losses = method.loss_fn(logits.flatten(0, 1), labels.flatten(), **weight).view_as(labels)
             opt.zero_grad()
             losses.mean(1).sum().backward()
             step_lr = lr / (1 + group.train.lr_decay * iteration)
@@ -202,8 +250,13 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
         val_preds.append(val_pred)
         numbers = torch.cat([sums[:, :2] / seen, sums[:, 2:3] / sums[:, 3:], (val_pred == y_val).float().mean(1, True),
                              (test_pred == data.test_y).float().mean(1, True)], 1).tolist()  # one sync per epoch
-        for r, run in enumerate(runs):
+        for r in range(n_runs):
             loop.record_epoch(histories[r], step_lr, numbers[r], descs[r], epoch)
+        if truncation:  # numbers[r][3]: run r's held-out accuracy (val_acc_noisy)
+            fractions = truncation.end_epoch(epoch, model, x_fit, y, [numbers[r][3] for r in range(n_runs)])
+            for r in range(n_runs):
+                histories[r]["truncated_fraction"].append(fractions[r])
+        for r, run in enumerate(runs):
             if report:
                 report("epoch", run.name, {key: (len(v), v[-1]) for key, v in histories[r].items()})
         plan = jobs[0].checkpoint
@@ -211,13 +264,14 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             for r, job in enumerate(jobs):  # each run's state as loop.train saves it
                 job.checkpoint.save({
                     "epoch": epoch, "iteration": iteration, "model": model.state_dict_of(r),
-                    "optimizer": [b[r].clone() for b in opt.buffers], "global_rng": rngs[r], "method": method.state(),
+                    "optimizer": [b[r].clone() for b in opt.buffers], "global_rng": rngs[r],
+                    "method": truncation.state(r) if truncation else method.state(),
                     "history": histories[r], "test_preds": [p[r].clone() for p in test_preds],
                     "val_preds": [p[r].clone() for p in val_preds], "batch_order": orders[r].get_state(),
                     "draws": draws[r].get_state()})
             last_save = time.monotonic()
     with amp:
-        train_pred = _predict(model, data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])).cpu().numpy()
+        train_pred = _predict(model, x_fit).cpu().numpy()
     test_all, val_all = torch.stack(test_preds, 1).to(torch.int16).cpu().numpy(), torch.stack(val_preds, 1).to(torch.int16).cpu().numpy()
     ended = int(time.time() * 1000)
     return [loop.RunResult(history=histories[r], test_pred=test_all[r], val_pred=val_all[r], train_pred=train_pred[r],
