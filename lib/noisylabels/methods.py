@@ -124,11 +124,12 @@ def lid_mle(features: torch.Tensor, k: int) -> torch.Tensor:
     """Per-sample LID by maximum likelihood (Amsaleg et al.), neighbours within `features`.
 
     LID(x) = -k / sum_{i<=k} log(d_i / d_k), d_i the distance to the i-th nearest neighbour.
+    features: B x width, or N x B x width (a stack's N runs, each its own neighbours).
     """
-    k = min(k, len(features) - 1)
+    k = min(k, features.shape[-2] - 1)
     d = torch.cdist(features.double(), features.double())
-    d = d.sort(dim=1).values[:, 1 : k + 1].clamp_min(1e-12)  # column 0 is the sample itself
-    return -k / torch.log(d / d[:, -1:]).sum(dim=1)
+    d = d.sort(dim=-1).values[..., 1 : k + 1].clamp_min(1e-12)  # column 0 is the sample itself
+    return -k / torch.log(d / d[..., -1:]).sum(dim=-1)
 
 
 class D2L(Standard):

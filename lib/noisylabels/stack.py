@@ -11,14 +11,13 @@ floating-point summation order (tests/test_stack.py). The loss is the method's p
 loss on all runs' batches at once; the sum over runs of each run's batch mean gives each
 run exactly its own gradient, and SGD's update is elementwise.
 
-What stacks (`stackable`): single-phase runs of the standard procedure (so not D2L), on
-digits_mlp, without per-layer L2. Per run: gradient-norm clipping (optim.SGD's `stacked`),
-a Forward/Backward transition matrix (losses.py takes the N matrices; an `estimated` one
-needs a CE fit per run first, so those train alone) and truncated Lq's sample weights
-(_Truncation). The rest trains run by run. Not
-stacked yet, for want of time rather than by measurement: the CNNs (grouped convolutions
-were 0.4-0.8x on this CPU in the issue's prototype, so `auto` would not stack them here
-anyway), the stateful methods and the two-phase ones.
+What stacks (`stackable`): single-phase runs on digits_mlp without per-layer L2. Per run:
+gradient-norm clipping (optim.SGD's `stacked`), a Forward/Backward transition matrix
+(losses.py takes the N matrices; an `estimated` one needs a CE fit per run first, so those
+train alone), truncated Lq's sample weights (_Truncation) and D2L's LID, turning point,
+roll-back and alpha (_D2L). The rest trains run by run. Not stacked yet, for want of time
+rather than by measurement: the CNNs (grouped convolutions were 0.4-0.8x on this CPU in the
+issue's prototype, so `auto` would not stack them here anyway) and the two-phase methods.
 
 A stack saves each run's checkpoint in loop.train's own format (checkpoint.py), all of one
 epoch, and resumes from them as a stack, so a resumed stack equals an uninterrupted one.
@@ -35,12 +34,13 @@ import torch
 from torch import nn
 
 from noisylabels import loop, methods
+from noisylabels.losses import bootstrap
 from noisylabels.optim import SGD
 
 
 def stackable(job: loop.Job) -> bool:
     method, train = job.run.method, job.run.group.train
-    return (job.kind == "single" and job.run.group.model.name == "digits_mlp" and method.procedure.name == "standard"
+    return (job.kind == "single" and job.run.group.model.name == "digits_mlp"
             and getattr(method.loss, "matrix", None) != "estimated"
             and not train.l2)
 
@@ -95,12 +95,15 @@ class StackedMLP(nn.Module):
         self.weights = nn.ParameterList(torch.stack([m[i].weight.detach() for m in models]) for i in linear)
         self.biases = nn.ParameterList(torch.stack([m[i].bias.detach() for m in models]) for i in linear)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
+        """head=False: the input of the last linear layer (D2L's LID features), N x B x width."""
         shared = x.dim() == 4  # B x C x H x W: the same images for every run
         h = x.flatten(1).expand(self.n, -1, -1) if shared else x.flatten(2)
         layer = 0
         for kind in self.layers:
             if kind == "Linear":
+                if not head and layer == len(self.weights) - 1:
+                    return h
                 h = torch.baddbmm(self.biases[layer].unsqueeze(1), h, self.weights[layer].transpose(1, 2))
                 layer += 1
             elif kind == "ReLU":
@@ -109,18 +112,17 @@ class StackedMLP(nn.Module):
 
     def state_dict_of(self, r: int) -> dict[str, torch.Tensor]:
         """Run r's weights under loop.train's names (weight then bias of each layer)."""
-        tensors = [t for pair in zip(self.weights, self.biases) for t in pair]
-        return {name: t[r].detach().clone() for name, t in zip(self.names, tensors)}
+        return {name: t[r].detach().clone() for name, t in zip(self.names, self.optimizer_order())}
+
+    @torch.no_grad()
+    def load_run(self, r: int, state: dict[str, torch.Tensor]) -> None:
+        """Run r's weights from a state_dict_of-format dict."""
+        for name, t in zip(self.names, self.optimizer_order()):
+            t[r].copy_(state[name])
 
     def optimizer_order(self) -> list[nn.Parameter]:
         """The parameters in the order of loop.train's optimizer buffers."""
         return [t for pair in zip(self.weights, self.biases) for t in pair]
-
-    @torch.no_grad()
-    def load_runs(self, states: list[dict[str, torch.Tensor]]) -> None:
-        """Every run's weights from its state_dict_of-format dict (the inverse of state_dict_of)."""
-        for i, t in enumerate(self.optimizer_order()):
-            t.copy_(torch.stack([state[self.names[i]] for state in states]))
 
 
 @torch.no_grad()
@@ -135,37 +137,134 @@ def _predict(model: StackedMLP, x: torch.Tensor) -> torch.Tensor:
     return _logits(model, x).argmax(2)
 
 
-class _Truncation:
-    """methods.TruncatedLq for a stack: each run's sample weights w = 1[p_y > k] (N x n),
-    recomputed on the loss's schedule with that run's best weights so far, best by its own
-    held-out accuracy, as TruncatedLq.end_epoch does for one run."""
+# --- methods with per-run state: methods.py's hooks for N runs at once ----------------------
 
-    def __init__(self, loss, model: StackedMLP, n: int, saved: list[dict] | None):
-        self.k, self.start, self.interval = loss.k, loss.start_epoch, loss.interval
+class _Stacked:
+    """A method's hooks for a stack (methods.Standard's, per run): the standard procedure's
+    loss and no state. `saved`: the runs' checkpoints, whose "method" entries the subclasses
+    read, in their single-run class's state() format."""
+
+    def __init__(self, trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved: list[dict] | None):
+        self.loss_fn, self.n = trainer.loss_fn, model.n
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """N x B per-sample losses of N x B x classes logits; idx: N x B positions in the fitted sets."""
+        return self.loss_fn(logits.flatten(0, 1), labels.flatten()).view_as(labels)
+
+    def end_epoch(self, epoch: int, model: StackedMLP, x: torch.Tensor, y: torch.Tensor, val_acc: list[float]
+                  ) -> list[dict[str, float]]:
+        """x: N x n fitted images, y: N x n labels, val_acc: each run's held-out accuracy;
+        returns each run's history values."""
+        return [{} for _ in range(self.n)]
+
+    def state(self, r: int) -> dict:
+        return {}
+
+    def final_metrics(self, r: int) -> dict[str, float]:
+        return {}
+
+
+class _Truncation(_Stacked):
+    """methods.TruncatedLq: each run's sample weights w = 1[p_y > k] (N x n), recomputed on
+    the loss's schedule with that run's best weights so far, best by its own held-out accuracy."""
+
+    def __init__(self, trainer, model, jobs, saved):
+        super().__init__(trainer, model, jobs, saved)
+        self.k, self.start, self.interval = trainer.k, trainer.start, trainer.interval
         self.best = copy.deepcopy(model)  # holds each run's best weights when they are used
-        device = model.weights[0].device
-        self.weight = torch.ones(model.n, n, device=device)
+        self.weight = torch.ones(model.n, _n_fit(jobs[0]), device=model.weights[0].device)
         self.best_acc, self.best_state = [-1.0] * model.n, [None] * model.n
         if saved:
-            self.weight = torch.stack([state["method"]["weight"] for state in saved]).to(device)
+            self.weight = torch.stack([state["method"]["weight"] for state in saved]).to(self.weight.device)
             self.best_acc = [state["method"]["best_acc"] for state in saved]
             self.best_state = [state["method"]["best_state"] for state in saved]
 
-    def end_epoch(self, epoch: int, model: StackedMLP, x: torch.Tensor, y: torch.Tensor, val_acc: list[float]
-                  ) -> list[float]:
-        """x: N x n fitted images, y: N x n labels; returns each run's truncated fraction."""
+    def loss(self, logits, labels, idx):
+        weight = self.weight.gather(1, idx).flatten()
+        return self.loss_fn(logits.flatten(0, 1), labels.flatten(), weight=weight).view_as(labels)
+
+    def end_epoch(self, epoch, model, x, y, val_acc):
         for r, acc in enumerate(val_acc):
             if acc > self.best_acc[r]:
                 self.best_acc[r], self.best_state[r] = acc, model.state_dict_of(r)
         if epoch >= self.start and (epoch - self.start) % self.interval == 0:
-            self.best.load_runs(self.best_state)
+            for r, state in enumerate(self.best_state):
+                self.best.load_run(r, state)
             p_y = torch.softmax(_logits(self.best, x).float(), 2).gather(2, y[:, :, None]).squeeze(2)
             self.weight = (p_y > self.k).float()
-        return (1 - self.weight.mean(1)).tolist()
+        return [{"truncated_fraction": f} for f in (1 - self.weight.mean(1)).tolist()]
 
-    def state(self, r: int) -> dict:
-        """Run r's state in TruncatedLq.state()'s format."""
+    def state(self, r):
         return {"weight": self.weight[r].clone(), "best_acc": self.best_acc[r], "best_state": self.best_state[r]}
+
+
+class _D2L(_Stacked):
+    """methods.D2L: per run its LID each epoch (on its own random subsets), its turning
+    epoch with the roll-back to the epoch before, and from then on the hard bootstrapping
+    loss with its own alpha; the runs before their turning point train with the loss."""
+
+    def __init__(self, trainer, model, jobs, saved):
+        super().__init__(trainer, model, jobs, saved)
+        self.t, self.epochs = trainer.t, trainer.epochs
+        self.rng = [torch.Generator().manual_seed(job.run.seed + 1_000_003) for job in jobs]  # as D2L's
+        self.lids, self.alpha = [[] for _ in jobs], [1.0] * len(jobs)
+        self.turning_epoch, self.previous_state = [None] * len(jobs), [None] * len(jobs)
+        for r, state in enumerate(saved or []):
+            m = state["method"]
+            self.rng[r].set_state(m["rng"])
+            self.lids[r], self.alpha[r], self.turning_epoch[r], self.previous_state[r] = (
+                m["lids"], m["alpha"], m["turning_epoch"], m["previous_state"])
+
+    def loss(self, logits, labels, idx):
+        plain = super().loss(logits, labels, idx)
+        turned = [t is not None for t in self.turning_epoch]
+        if not any(turned):
+            return plain
+        device = logits.device
+        alpha = torch.tensor(self.alpha, device=device).repeat_interleave(labels.shape[1])[:, None]
+        boot = bootstrap(logits.flatten(0, 1), labels.flatten(), alpha, "hard").view_as(labels)
+        return torch.where(torch.tensor(turned, device=device)[:, None], boot, plain)
+
+    @torch.no_grad()
+    def _lid(self, model, x) -> list[float]:
+        """D2L._lid for every run: the mean LID of its lid_batch-sized batches of lid_samples
+        fitted samples drawn with its own generator."""
+        subsets = torch.stack([torch.randperm(x.shape[1], generator=g)[: self.t.lid_samples] for g in self.rng])
+        picked = x[torch.arange(self.n)[:, None], subsets.to(x.device)]  # N x m x ...
+        m, bs = picked.shape[1], self.t.lid_batch
+        per_batch = [methods.lid_mle(model(picked[:, s : s + bs], head=False), self.t.lid_k).mean(1)
+                     for s in range(0, m, bs) if m - s > 1]
+        return torch.stack(per_batch).mean(0).tolist()
+
+    def end_epoch(self, epoch, model, x, y, val_acc):
+        out = []
+        for r, lid in enumerate(self._lid(model, x)):  # D2L.end_epoch, run by run
+            lids = self.lids[r]
+            lids.append(lid if math.isfinite(lid) and lid > 0 else (lids[-1] if lids else 0.0))
+            w = self.t.window
+            if self.turning_epoch[r] is None and len(lids) > self.t.init_epoch + w:
+                window = np.array(lids[-w - 1 : -1])
+                if lids[-1] - window.mean() > 2 * window.std():
+                    self.turning_epoch[r] = epoch - 1
+                    model.load_run(r, self.previous_state[r])  # roll back to the turning point
+            if self.turning_epoch[r] is None:
+                self.previous_state[r] = model.state_dict_of(r)
+            else:
+                self.alpha[r] = math.exp(-(epoch / self.epochs) * lids[-1] / min(lids[:-1]))
+            out.append({"lid": lids[-1], "d2l_alpha": self.alpha[r]})
+        return out
+
+    def state(self, r):
+        return {"rng": self.rng[r].get_state(), "lids": list(self.lids[r]), "alpha": self.alpha[r],
+                "turning_epoch": self.turning_epoch[r], "previous_state": self.previous_state[r]}
+
+    def final_metrics(self, r):
+        return {"d2l_turning_epoch": float(self.turning_epoch[r] or 0)}
+
+
+def _hooks(trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved) -> _Stacked:
+    kind = {methods.D2L: _D2L, methods.TruncatedLq: _Truncation}.get(type(trainer), _Stacked)
+    return kind(trainer, model, jobs, saved)
 
 
 def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: list[dict] | None = None
@@ -208,7 +307,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     test_preds, val_preds = [], []
     n, iteration, first, last_save = fit.shape[1], 0, 1, time.monotonic()
     amp = loop.autocast(group.train, device)
-    truncation = _Truncation(runs[0].method.loss, model, n, saved) if runs[0].method.loss.name == "truncated_lq" else None
+    hooks = _hooks(method, model, jobs, saved)
     x_fit = data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])  # what predictions read
     if saved:
         for i, buffer in enumerate(opt.buffers):
@@ -230,10 +329,9 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             images = data.train_x.normalised(fit.gather(1, idx).flatten())
             x = torch.stack([data.augment(part, g) for part, g in zip(images.split(idx.shape[1]), draws)])
             labels = y.gather(1, idx)
-            weight = {} if truncation is None else {"weight": truncation.weight.gather(1, idx).flatten()}
             with amp:
                 logits = model(x)
-                losses = method.loss_fn(logits.flatten(0, 1), labels.flatten(), **weight).view_as(labels)
+                losses = hooks.loss(logits, labels, idx)
             opt.zero_grad()
             losses.mean(1).sum().backward()
             step_lr = lr / (1 + group.train.lr_decay * iteration)
@@ -252,10 +350,10 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                              (test_pred == data.test_y).float().mean(1, True)], 1).tolist()  # one sync per epoch
         for r in range(n_runs):
             loop.record_epoch(histories[r], step_lr, numbers[r], descs[r], epoch)
-        if truncation:  # numbers[r][3]: run r's held-out accuracy (val_acc_noisy)
-            fractions = truncation.end_epoch(epoch, model, x_fit, y, [numbers[r][3] for r in range(n_runs)])
-            for r in range(n_runs):
-                histories[r]["truncated_fraction"].append(fractions[r])
+        # numbers[r][3]: run r's held-out accuracy (val_acc_noisy)
+        for r, values in enumerate(hooks.end_epoch(epoch, model, x_fit, y, [numbers[r][3] for r in range(n_runs)])):
+            for key, value in values.items():
+                histories[r][key].append(value)
         for r, run in enumerate(runs):
             if report:
                 report("epoch", run.name, {key: (len(v), v[-1]) for key, v in histories[r].items()})
@@ -265,7 +363,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                 job.checkpoint.save({
                     "epoch": epoch, "iteration": iteration, "model": model.state_dict_of(r),
                     "optimizer": [b[r].clone() for b in opt.buffers], "global_rng": rngs[r],
-                    "method": truncation.state(r) if truncation else method.state(),
+                    "method": hooks.state(r),
                     "history": histories[r], "test_preds": [p[r].clone() for p in test_preds],
                     "val_preds": [p[r].clone() for p in val_preds], "batch_order": orders[r].get_state(),
                     "draws": draws[r].get_state()})
@@ -276,4 +374,5 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     ended = int(time.time() * 1000)
     return [loop.RunResult(history=histories[r], test_pred=test_all[r], val_pred=val_all[r], train_pred=train_pred[r],
                            state_dict={k: v.cpu() for k, v in model.state_dict_of(r).items()},
-                           started_ms=started, ended_ms=ended, matrix=jobs[r].matrix) for r in range(n_runs)]
+                           started_ms=started, ended_ms=ended, matrix=jobs[r].matrix, metrics=hooks.final_metrics(r))
+            for r in range(n_runs)]
