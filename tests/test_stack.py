@@ -38,12 +38,15 @@ def _params_losses() -> dict:
 
 def _jobs(method: dict, seeds=(0, 1), stack_setting="auto", precision="fp32", train: dict | None = None):
     """The jobs of a 2-setting x len(seeds) group training `method`, each run with its own
-    noisy labels and held-out split (train: changes to the tiny train section)."""
+    noisy labels and held-out split (train: changes to the tiny train section); for a
+    two-phase method its phase-2 jobs, each with its own phase-1 soft labels and weights."""
     p = copy.deepcopy(TINY_PARAMS)
     p["sce_table1"]["digits"]["train"].update(stack=stack_setting, precision=precision, **(train or {}))
     p["sce_table1"]["noise"].update(settings={"symmetric": [0.0, 0.4]}, seeds=list(seeds))
     p["sce_table1"]["digits"]["methods"] = {"m": method}
-    p["groups"] = {"g": {"table": "sce_table1", "dataset": "digits", "method": "m"}}
+    two_phase = "finetune" in method
+    p["groups"], p["two_phase_groups"] = {}, {}
+    p["two_phase_groups" if two_phase else "groups"]["g"] = {"table": "sce_table1", "dataset": "digits", "method": "m"}
     group = resolve_group(p, "g")
     ds = TinyDataset(n_per_class=20)
     n, S, K = len(ds.train_labels), len(group.settings), len(group.seeds)
@@ -56,7 +59,14 @@ def _jobs(method: dict, seeds=(0, 1), stack_setting="auto", precision="fp32", tr
                 "realized_matrix": (0.8 * np.eye(10) + 0.2 * np.roll(np.eye(10), 1 + (3 * i + j) % 9, axis=1)).tolist()}
                for i, s in enumerate(group.settings) for j, seed in enumerate(group.seeds)]
     labels = noise.NoisyLabels(noisy, val, {"seeds": list(group.seeds), "runs": records})
-    return loop.group_jobs(group, labels), loop.to_tensors(ds, torch.device("cpu"), group.train)
+    data = loop.to_tensors(ds, torch.device("cpu"), group.train)
+    phase1 = None
+    if two_phase:
+        rng = np.random.default_rng(0)
+        phase1 = {run.name: {"labels": rng.dirichlet(np.ones(10), int((~labels.for_run(run).val).sum())),
+                             "state_dict": loop.initial_model(group, data, run.seed + 7).state_dict()}
+                  for run in group.runs}
+    return loop.group_jobs(group, labels, phase1), data
 
 
 def _assert_same_runs(alone: list[loop.RunResult], stacked: list[loop.RunResult]):
@@ -117,6 +127,28 @@ def test_a_stack_of_d2l_runs_finds_each_runs_turning_point_and_rolls_it_back_as_
     stack.train_stack(data, jobs)  # saves after epoch 3
     assert set(jobs[0].checkpoint.load()["method"]) == set(methods.D2L.STATE)
     _assert_same_runs(stacked, stack.train_units(data, jobs))
+
+
+@pytest.mark.parametrize("finetune", [
+    {"loss": {"name": "kl"}, "mixup": 0.5, "init": "scratch"},          # seed 002's improved phase 2
+    {"loss": {"name": "reverse_kl"}, "mixup": 0.0, "init": "phase1"},   # PENCIL's
+], ids=["kl_mixup_scratch", "reverse_kl_phase1"])
+def test_a_stack_of_finetune_runs_uses_each_runs_phase1_labels_weights_and_mixup_draws(finetune, tmp_path):
+    method = {"pretrain": {"name": "joint", "alpha": 1.2, "beta": 0.8, "labels": "soft", "start_epoch": 1, "window": 1,
+                           "epochs": 2, "lr": 0.1},
+              "finetune": {**finetune, "epochs": 2, "lr": 0.1, "milestones": [1], "gamma": 0.1}}
+    jobs, data = _jobs(method)
+    assert [job.kind for job in jobs] == ["finetune"] * 4 and all(stack.stackable(job) for job in jobs)
+    alone, stacked = [loop.train(data, job) for job in jobs], stack.train_stack(data, jobs)
+    _assert_same_runs(alone, stacked)
+    jobs = [loop.Job(job.run, job.labels, job.phase1, checkpoint=Plan(tmp_path, job.run.name, "key", 1, None))
+            for job in jobs]
+    stack.train_stack(data, jobs)  # saves after epoch 1, with each run's mixup generator
+    _assert_same_runs(stacked, stack.train_units(data, jobs))
+    # O2U's phase 2: kept subsets of different sizes train run by run
+    o2u = [loop.Job(job.run, job.labels, {"keep": np.arange(int((~job.labels.val).sum())) % (2 + r) > 0})
+           for r, job in enumerate(jobs)]
+    assert not any(stack.stackable(job) for job in o2u)
 
 
 def test_a_stack_clips_each_runs_gradient_norm_as_that_run_alone_is_clipped():

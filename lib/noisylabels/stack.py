@@ -11,13 +11,16 @@ floating-point summation order (tests/test_stack.py). The loss is the method's p
 loss on all runs' batches at once; the sum over runs of each run's batch mean gives each
 run exactly its own gradient, and SGD's update is elementwise.
 
-What stacks (`stackable`): single-phase runs on digits_mlp without per-layer L2. Per run:
-gradient-norm clipping (optim.SGD's `stacked`), a Forward/Backward transition matrix
-(losses.py takes the N matrices; an `estimated` one needs a CE fit per run first, so those
-train alone), truncated Lq's sample weights (_Truncation) and D2L's LID, turning point,
-roll-back and alpha (_D2L). The rest trains run by run. Not stacked yet, for want of time
-rather than by measurement: the CNNs (grouped convolutions were 0.4-0.8x on this CPU in the
-issue's prototype, so `auto` would not stack them here anyway) and the two-phase methods.
+What stacks (`stackable`): single-phase runs and phase 2 (the fine-tune) of two-phase runs,
+on digits_mlp without per-layer L2. Per run: gradient-norm clipping (optim.SGD's `stacked`),
+a Forward/Backward transition matrix (losses.py takes the N matrices; an `estimated` one
+needs a CE fit per run first, so those train alone), truncated Lq's sample weights
+(_Truncation), D2L's LID, turning point, roll-back and alpha (_D2L), and in phase 2 the
+phase-1 labels and weights and the mixup draws (_Finetune). The rest trains run by run. Not
+stacked yet, for want of time rather than by measurement: the CNNs (grouped convolutions
+were 0.4-0.8x on this CPU in the issue's prototype, so `auto` would not stack them here
+anyway), phase 1 of the two-phase methods (label correction, O2U's cyclical phase) and
+O2U's phase 2 (its runs keep different numbers of samples).
 
 A stack saves each run's checkpoint in loop.train's own format (checkpoint.py), all of one
 epoch, and resumes from them as a stack, so a resumed stack equals an uninterrupted one.
@@ -33,16 +36,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from noisylabels import loop, methods
-from noisylabels.losses import bootstrap
+import torch.nn.functional as F
+
+from noisylabels import loop, methods, two_phase
+from noisylabels.losses import _soft_ce as soft_ce, bootstrap
 from noisylabels.optim import SGD
 
 
 def stackable(job: loop.Job) -> bool:
-    method, train = job.run.method, job.run.group.train
-    return (job.kind == "single" and job.run.group.model.name == "digits_mlp"
-            and getattr(method.loss, "matrix", None) != "estimated"
-            and not train.l2)
+    if job.run.group.model.name != "digits_mlp" or job.run.group.train.l2:
+        return False
+    if job.kind == "finetune":  # O2U's kept subsets differ in size from run to run: not stacked
+        return job.phase1.get("keep") is None
+    return job.kind == "single" and getattr(job.run.method.loss, "matrix", None) != "estimated"
 
 
 def units(jobs: list[loop.Job], workers: int) -> list[list[loop.Job]]:
@@ -147,9 +153,15 @@ class _Stacked:
     def __init__(self, trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved: list[dict] | None):
         self.loss_fn, self.n = trainer.loss_fn, model.n
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """N x B per-sample losses of N x B x classes logits; idx: N x B positions in the fitted sets."""
-        return self.loss_fn(logits.flatten(0, 1), labels.flatten()).view_as(labels)
+    def batch_loss(self, model: StackedMLP, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor):
+        """(N x B per-sample losses, N x B x classes logits) of N runs' batches x; targets:
+        N x B labels (or N x B x classes soft labels); idx: N x B positions in the fitted sets."""
+        logits = model(x)
+        return self._loss(logits, targets), logits
+
+    def _loss(self, logits, targets, **extra):
+        n, b = targets.shape[:2]
+        return self.loss_fn(logits.flatten(0, 1), targets.flatten(0, 1), **extra).view(n, b)
 
     def end_epoch(self, epoch: int, model: StackedMLP, x: torch.Tensor, y: torch.Tensor, val_acc: list[float]
                   ) -> list[dict[str, float]]:
@@ -179,9 +191,9 @@ class _Truncation(_Stacked):
             self.best_acc = [state["method"]["best_acc"] for state in saved]
             self.best_state = [state["method"]["best_state"] for state in saved]
 
-    def loss(self, logits, labels, idx):
-        weight = self.weight.gather(1, idx).flatten()
-        return self.loss_fn(logits.flatten(0, 1), labels.flatten(), weight=weight).view_as(labels)
+    def batch_loss(self, model, x, targets, idx):
+        logits = model(x)
+        return self._loss(logits, targets, weight=self.weight.gather(1, idx).flatten()), logits
 
     def end_epoch(self, epoch, model, x, y, val_acc):
         for r, acc in enumerate(val_acc):
@@ -215,15 +227,16 @@ class _D2L(_Stacked):
             self.lids[r], self.alpha[r], self.turning_epoch[r], self.previous_state[r] = (
                 m["lids"], m["alpha"], m["turning_epoch"], m["previous_state"])
 
-    def loss(self, logits, labels, idx):
-        plain = super().loss(logits, labels, idx)
+    def batch_loss(self, model, x, targets, idx):
+        logits = model(x)
+        plain = self._loss(logits, targets)
         turned = [t is not None for t in self.turning_epoch]
         if not any(turned):
-            return plain
+            return plain, logits
         device = logits.device
-        alpha = torch.tensor(self.alpha, device=device).repeat_interleave(labels.shape[1])[:, None]
-        boot = bootstrap(logits.flatten(0, 1), labels.flatten(), alpha, "hard").view_as(labels)
-        return torch.where(torch.tensor(turned, device=device)[:, None], boot, plain)
+        alpha = torch.tensor(self.alpha, device=device).repeat_interleave(targets.shape[1])[:, None]
+        boot = bootstrap(logits.flatten(0, 1), targets.flatten(), alpha, "hard").view_as(targets)
+        return torch.where(torch.tensor(turned, device=device)[:, None], boot, plain), logits
 
     @torch.no_grad()
     def _lid(self, model, x) -> list[float]:
@@ -262,8 +275,53 @@ class _D2L(_Stacked):
         return {"d2l_turning_epoch": float(self.turning_epoch[r] or 0)}
 
 
+class _Finetune(_Stacked):
+    """two_phase.Finetune (phase 2): each run its own mixup draws (lambda and partner
+    permutation from its own generator) on its phase-1 labels."""
+
+    def __init__(self, trainer, model, jobs, saved):
+        super().__init__(trainer, model, jobs, saved)
+        self.mixup = trainer.mixup
+        self.trainers = [two_phase.Finetune(job.run.method.finetune, job.run.group.train, job.run.seed) for job in jobs]
+        for t, state in zip(self.trainers, saved or []):
+            t.restore(state["method"])
+
+    def batch_loss(self, model, x, targets, idx):
+        logits = model(x)
+        loss = self._loss(logits, targets)
+        if self.mixup > 0:  # two_phase.Finetune.batch_loss, each run with its own draws
+            n, b = targets.shape[:2]
+            draws = [t.mix(b) for t in self.trainers]
+            lam = torch.tensor([d[0] for d in draws], device=x.device)
+            j = torch.stack([d[1] for d in draws])
+            if x.is_cuda:  # from pinned memory, without waiting: a plain copy would sync every step
+                j = j.pin_memory().to(x.device, non_blocking=True)
+            runs = torch.arange(n, device=x.device)[:, None]
+            t = targets if targets.is_floating_point() else F.one_hot(targets, logits.shape[2]).float()
+            shape = (n, *[1] * (x.dim() - 1))
+            mixed_logits = model(lam.view(shape) * x + (1 - lam).view(shape) * x[runs, j])
+            mixed_t = lam.view(n, 1, 1) * t + (1 - lam).view(n, 1, 1) * t[runs, j]
+            loss = loss + soft_ce(F.log_softmax(mixed_logits.flatten(0, 1).float(), dim=1),
+                                  mixed_t.flatten(0, 1)).view(n, b)
+        return loss, logits
+
+    def state(self, r):
+        return self.trainers[r].state()
+
+
+def _trainer(jobs: list[loop.Job], device) -> methods.Standard:
+    """The first run's method (loop.train's), for what the stack shares: schedule and loss."""
+    run = jobs[0].run
+    if jobs[0].kind == "finetune":
+        return two_phase.Finetune(run.method.finetune, run.group.train, seed=run.seed)
+    matrix = None if jobs[0].matrix is None else torch.from_numpy(np.stack([job.matrix for job in jobs]))
+    return methods.build(run.method, run.group.train, matrix=matrix, n_fit=_n_fit(jobs[0]), seed=run.seed,
+                         device=device)
+
+
 def _hooks(trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved) -> _Stacked:
-    kind = {methods.D2L: _D2L, methods.TruncatedLq: _Truncation}.get(type(trainer), _Stacked)
+    kind = {methods.D2L: _D2L, methods.TruncatedLq: _Truncation, two_phase.Finetune: _Finetune}.get(
+        type(trainer), _Stacked)
     return kind(trainer, model, jobs, saved)
 
 
@@ -283,14 +341,15 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     for run in runs:
         models.append(loop.initial_model(group, data, run.seed))
         rngs.append(loop.global_rng(device))
+    if jobs[0].kind == "finetune" and runs[0].method.finetune.init == "phase1":
+        for m, job in zip(models, jobs):
+            m.load_state_dict(job.phase1["state_dict"])
     if saved:  # each run's state after epoch saved[r]["epoch"], in loop.train's format
         for m, state in zip(models, saved):
             m.load_state_dict(state["model"])
         rngs = [state["global_rng"] for state in saved]
     model = StackedMLP(models)
-    matrix = None if jobs[0].matrix is None else torch.from_numpy(np.stack([job.matrix for job in jobs]))
-    method = methods.build(runs[0].method, group.train, matrix=matrix, n_fit=_n_fit(jobs[0]), seed=runs[0].seed,
-                           device=device)
+    method = _trainer(jobs, device)
     opt = SGD(zip(model.names, model.optimizer_order()), group.train.momentum, group.train.weight_decay,
               nesterov=group.train.nesterov, grad_clip=group.train.grad_clip, stacked=True)
 
@@ -309,6 +368,10 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     amp = loop.autocast(group.train, device)
     hooks = _hooks(method, model, jobs, saved)
     x_fit = data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])  # what predictions read
+    # what the loss compares with: the noisy labels, or in phase 2 phase 1's corrected labels
+    soft = [job.phase1.get("labels") for job in jobs] if jobs[0].kind == "finetune" else [None]
+    targets = y if soft[0] is None else torch.stack([torch.as_tensor(t) for t in soft]).to(device)
+    run_rows = torch.arange(n_runs, device=device)[:, None]  # indexes N x B positions with idx
     if saved:
         for i, buffer in enumerate(opt.buffers):
             buffer.copy_(torch.stack([state["optimizer"][i] for state in saved]))
@@ -330,8 +393,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             x = torch.stack([data.augment(part, g) for part, g in zip(images.split(idx.shape[1]), draws)])
             labels = y.gather(1, idx)
             with amp:
-                logits = model(x)
-                losses = hooks.loss(logits, labels, idx)
+                losses, logits = hooks.batch_loss(model, x, targets[run_rows, idx], idx)
             opt.zero_grad()
             losses.mean(1).sum().backward()
             step_lr = lr / (1 + group.train.lr_decay * iteration)
