@@ -36,10 +36,11 @@ def _params_losses() -> dict:
             "backward": {"name": "backward", "matrix": "realized", "anchor_percentile": 97.0}}
 
 
-def _jobs(method: dict, seeds=(0, 1), stack_setting="auto", precision="fp32", train: dict | None = None):
+def _jobs(method: dict, seeds=(0, 1), stack_setting="auto", precision="fp32", train: dict | None = None, phase=2):
     """The jobs of a 2-setting x len(seeds) group training `method`, each run with its own
     noisy labels and held-out split (train: changes to the tiny train section); for a
-    two-phase method its phase-2 jobs, each with its own phase-1 soft labels and weights."""
+    two-phase method its phase-1 jobs or its phase-2 jobs, these each with its own phase-1
+    soft labels and weights."""
     p = copy.deepcopy(TINY_PARAMS)
     p["sce_table1"]["digits"]["train"].update(stack=stack_setting, precision=precision, **(train or {}))
     p["sce_table1"]["noise"].update(settings={"symmetric": [0.0, 0.4]}, seeds=list(seeds))
@@ -61,7 +62,7 @@ def _jobs(method: dict, seeds=(0, 1), stack_setting="auto", precision="fp32", tr
     labels = noise.NoisyLabels(noisy, val, {"seeds": list(group.seeds), "runs": records})
     data = loop.to_tensors(ds, torch.device("cpu"), group.train)
     phase1 = None
-    if two_phase:
+    if two_phase and phase == 2:
         rng = np.random.default_rng(0)
         phase1 = {run.name: {"labels": rng.dirichlet(np.ones(10), int((~labels.for_run(run).val).sum())),
                              "state_dict": loop.initial_model(group, data, run.seed + 7).state_dict()}
@@ -126,6 +127,35 @@ def test_a_stack_of_d2l_runs_finds_each_runs_turning_point_and_rolls_it_back_as_
     jobs = [loop.Job(job.run, job.labels, checkpoint=Plan(tmp_path, job.run.name, "key", 3, None)) for job in jobs]
     stack.train_stack(data, jobs)  # saves after epoch 3
     assert set(jobs[0].checkpoint.load()["method"]) == set(methods.D2L.STATE)
+    _assert_same_runs(stacked, stack.train_units(data, jobs))
+
+
+FINETUNE = {"loss": {"name": "kl"}, "mixup": 0.0, "init": "scratch", "epochs": 2, "lr": 0.1, "milestones": [1],
+            "gamma": 0.1}
+
+
+@pytest.mark.parametrize("pretrain", [
+    {"name": "joint", "alpha": 1.2, "beta": 0.8, "labels": "soft", "start_epoch": 1, "window": 2, "epochs": 3, "lr": 0.1},
+    {"name": "pencil", "alpha": 0.1, "beta": 0.4, "label_lr": 300.0, "init_scale": 10.0, "stage1_epochs": 1,
+     "epochs": 3, "lr": 0.02},
+    {"name": "o2u", "epochs": 1, "lr": 0.1, "cyclic_epochs": 2, "cycle": 2, "r1": 0.1, "r2": 0.01,
+     "cyclic_batch_size": 16, "forget_rate": 0.2},
+], ids=["joint", "pencil", "o2u"])
+def test_a_stack_of_phase1_runs_corrects_or_selects_each_runs_labels_as_alone(pretrain, tmp_path):
+    """Each run's label state (joint optimisation's labels, PENCIL's label logits, O2U's loss
+    record) stays its own; the artefacts phase 2 reads equal those trained alone."""
+    finetune = {**FINETUNE, "loss": {"name": "ce"}} if pretrain["name"] == "o2u" else FINETUNE  # O2U: kept samples
+    jobs, data = _jobs({"pretrain": pretrain, "finetune": finetune}, phase=1)
+    assert [job.kind for job in jobs] == ["pretrain"] * 4 and all(stack.stackable(job) for job in jobs)
+    alone, stacked = [loop.train(data, job) for job in jobs], stack.train_stack(data, jobs)
+    _assert_same_runs(alone, stacked)
+    for a, b in zip(alone, stacked):
+        assert a.artefacts.keys() == b.artefacts.keys() and a.artefacts
+        for key, value in a.artefacts.items():
+            np.testing.assert_allclose(value, b.artefacts[key], rtol=RTOL, atol=RTOL, err_msg=key)
+    jobs = [loop.Job(job.run, job.labels, checkpoint=Plan(tmp_path, job.run.name, "key", 1, None)) for job in jobs]
+    stack.train_stack(data, jobs)
+    assert set(jobs[0].checkpoint.load()["method"]) == set(type(loop.pretrain_method(data, jobs[0])).STATE)
     _assert_same_runs(stacked, stack.train_units(data, jobs))
 
 

@@ -309,14 +309,19 @@ def _single(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:
     return result
 
 
-def _pretrain(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:
+def pretrain_method(data: Tensors, job: Job) -> two_phase._Phase1:
+    """A phase-1 job's method (two_phase.py), on its fitted samples' noisy and true labels."""
     run, labels = job.run, job.labels
     fit = np.flatnonzero(~labels.val)
-    trainer = two_phase.build_pretrain(run.method.pretrain, run.group.train, noisy=torch.from_numpy(labels.noisy[fit]),
-                                       true=data.train_y.cpu()[fit], num_classes=data.num_classes,
-                                       realized_noise_rate=labels.realized_noise_rate, device=data.train_x.device)
-    return _fit(data, labels, run.seed, initial_model(run.group, data, run.seed), trainer, run.group.train, desc=desc,
-                checkpoint=job.checkpoint, on_epoch=on_epoch)
+    return two_phase.build_pretrain(run.method.pretrain, run.group.train, noisy=torch.from_numpy(labels.noisy[fit]),
+                                    true=data.train_y.cpu()[fit], num_classes=data.num_classes,
+                                    realized_noise_rate=labels.realized_noise_rate, device=data.train_x.device)
+
+
+def _pretrain(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:
+    run = job.run
+    return _fit(data, job.labels, run.seed, initial_model(run.group, data, run.seed), pretrain_method(data, job),
+                run.group.train, desc=desc, checkpoint=job.checkpoint, on_epoch=on_epoch)
 
 
 def _finetune(data: Tensors, job: Job, desc: str, on_epoch) -> RunResult:

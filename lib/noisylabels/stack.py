@@ -11,16 +11,15 @@ floating-point summation order (tests/test_stack.py). The loss is the method's p
 loss on all runs' batches at once; the sum over runs of each run's batch mean gives each
 run exactly its own gradient, and SGD's update is elementwise.
 
-What stacks (`stackable`): single-phase runs and phase 2 (the fine-tune) of two-phase runs,
-on digits_mlp without per-layer L2. Per run: gradient-norm clipping (optim.SGD's `stacked`),
-a Forward/Backward transition matrix (losses.py takes the N matrices; an `estimated` one
-needs a CE fit per run first, so those train alone), truncated Lq's sample weights
-(_Truncation), D2L's LID, turning point, roll-back and alpha (_D2L), and in phase 2 the
-phase-1 labels and weights and the mixup draws (_Finetune). The rest trains run by run. Not
-stacked yet, for want of time rather than by measurement: the CNNs (grouped convolutions
-were 0.4-0.8x on this CPU in the issue's prototype, so `auto` would not stack them here
-anyway), phase 1 of the two-phase methods (label correction, O2U's cyclical phase) and
-O2U's phase 2 (its runs keep different numbers of samples).
+What stacks (`stackable`): every run on digits_mlp without per-layer L2, but a Forward /
+Backward run with an `estimated` matrix (a CE fit per run comes first) and O2U's phase 2
+(its runs keep different numbers of samples). Per run, a stack keeps: gradient-norm
+clipping (optim.SGD's `stacked`), a Forward/Backward transition matrix (losses.py takes the
+N matrices), truncated Lq's sample weights (_Truncation), D2L's LID, turning point,
+roll-back and alpha (_D2L), phase 1's label state (_Phase1: each run's own two_phase.py
+method object) and phase 2's phase-1 labels and weights and mixup draws (_Finetune). Not
+stacked, for want of time rather than by measurement: the CNNs (grouped convolutions were
+0.4-0.8x on this CPU in the issue's prototype, so `auto` would not stack them here anyway).
 
 A stack saves each run's checkpoint in loop.train's own format (checkpoint.py), all of one
 epoch, and resumes from them as a stack, so a resumed stack equals an uninterrupted one.
@@ -34,9 +33,8 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from noisylabels import loop, methods, two_phase
 from noisylabels.losses import _soft_ce as soft_ce, bootstrap
@@ -48,7 +46,7 @@ def stackable(job: loop.Job) -> bool:
         return False
     if job.kind == "finetune":  # O2U's kept subsets differ in size from run to run: not stacked
         return job.phase1.get("keep") is None
-    return job.kind == "single" and getattr(job.run.method.loss, "matrix", None) != "estimated"
+    return job.kind == "pretrain" or getattr(job.run.method.loss, "matrix", None) != "estimated"
 
 
 def units(jobs: list[loop.Job], workers: int) -> list[list[loop.Job]]:
@@ -163,6 +161,9 @@ class _Stacked:
         n, b = targets.shape[:2]
         return self.loss_fn(logits.flatten(0, 1), targets.flatten(0, 1), **extra).view(n, b)
 
+    def after_backward(self, idx: torch.Tensor) -> None:
+        pass
+
     def end_epoch(self, epoch: int, model: StackedMLP, x: torch.Tensor, y: torch.Tensor, val_acc: list[float]
                   ) -> list[dict[str, float]]:
         """x: N x n fitted images, y: N x n labels, val_acc: each run's held-out accuracy;
@@ -173,6 +174,9 @@ class _Stacked:
         return {}
 
     def final_metrics(self, r: int) -> dict[str, float]:
+        return {}
+
+    def artefacts(self, r: int) -> dict[str, np.ndarray]:
         return {}
 
 
@@ -309,17 +313,56 @@ class _Finetune(_Stacked):
         return self.trainers[r].state()
 
 
-def _trainer(jobs: list[loop.Job], device) -> methods.Standard:
+class _Phase1(_Stacked):
+    """Phase 1 of the two-phase methods (joint optimisation, PENCIL, O2U): each run keeps its
+    own method object, built as loop.train builds it, with its label state, PENCIL's label
+    logits or O2U's loss record; it computes its run's losses from that run's slice of the
+    stacked logits (the stand-in model it is given returns the slice). Only the network's
+    forward and backward passes are stacked. Their end_epoch reads only their own state."""
+
+    def __init__(self, trainer, model, jobs, saved, data):  # no shared loss_fn: each method has its own loss
+        self.n = model.n
+        self.methods = [trainer] + [loop.pretrain_method(data, job) for job in jobs[1:]]
+        for m, state in zip(self.methods, saved or []):
+            m.restore(state["method"])
+
+    def batch_loss(self, model, x, targets, idx):
+        logits = model(x)
+        per_run = [m.batch_loss(lambda _, r=r: logits[r], x[r], targets[r], idx[r])[0] for r, m in enumerate(self.methods)]
+        return torch.stack(per_run), logits
+
+    def after_backward(self, idx):
+        for m, run_idx in zip(self.methods, idx):
+            m.after_backward(run_idx)
+
+    def end_epoch(self, epoch, model, x, y, val_acc):
+        return [m.end_epoch(epoch, None, None, None, acc) for m, acc in zip(self.methods, val_acc)]
+
+    def state(self, r):
+        return self.methods[r].state()
+
+    def final_metrics(self, r):
+        return self.methods[r].final_metrics()
+
+    def artefacts(self, r):
+        return self.methods[r].artefacts()
+
+
+def _trainer(jobs: list[loop.Job], data: loop.Tensors) -> methods.Standard:
     """The first run's method (loop.train's), for what the stack shares: schedule and loss."""
     run = jobs[0].run
+    if jobs[0].kind == "pretrain":
+        return loop.pretrain_method(data, jobs[0])
     if jobs[0].kind == "finetune":
         return two_phase.Finetune(run.method.finetune, run.group.train, seed=run.seed)
     matrix = None if jobs[0].matrix is None else torch.from_numpy(np.stack([job.matrix for job in jobs]))
     return methods.build(run.method, run.group.train, matrix=matrix, n_fit=_n_fit(jobs[0]), seed=run.seed,
-                         device=device)
+                         device=data.train_x.device)
 
 
-def _hooks(trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved) -> _Stacked:
+def _hooks(trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved, data) -> _Stacked:
+    if jobs[0].kind == "pretrain":
+        return _Phase1(trainer, model, jobs, saved, data)
     kind = {methods.D2L: _D2L, methods.TruncatedLq: _Truncation, two_phase.Finetune: _Finetune}.get(
         type(trainer), _Stacked)
     return kind(trainer, model, jobs, saved)
@@ -349,7 +392,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             m.load_state_dict(state["model"])
         rngs = [state["global_rng"] for state in saved]
     model = StackedMLP(models)
-    method = _trainer(jobs, device)
+    method = _trainer(jobs, data)
     opt = SGD(zip(model.names, model.optimizer_order()), group.train.momentum, group.train.weight_decay,
               nesterov=group.train.nesterov, grad_clip=group.train.grad_clip, stacked=True)
 
@@ -366,7 +409,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     test_preds, val_preds = [], []
     n, iteration, first, last_save = fit.shape[1], 0, 1, time.monotonic()
     amp = loop.autocast(group.train, device)
-    hooks = _hooks(method, model, jobs, saved)
+    hooks = _hooks(method, model, jobs, saved, data)
     x_fit = data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])  # what predictions read
     # what the loss compares with: the noisy labels, or in phase 2 phase 1's corrected labels
     soft = [job.phase1.get("labels") for job in jobs] if jobs[0].kind == "finetune" else [None]
@@ -396,6 +439,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                 losses, logits = hooks.batch_loss(model, x, targets[run_rows, idx], idx)
             opt.zero_grad()
             losses.mean(1).sum().backward()
+            hooks.after_backward(idx)
             step_lr = lr / (1 + group.train.lr_decay * iteration)
             opt.step(step_lr)
             iteration += 1
@@ -436,5 +480,6 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     ended = int(time.time() * 1000)
     return [loop.RunResult(history=histories[r], test_pred=test_all[r], val_pred=val_all[r], train_pred=train_pred[r],
                            state_dict={k: v.cpu() for k, v in model.state_dict_of(r).items()},
-                           started_ms=started, ended_ms=ended, matrix=jobs[r].matrix, metrics=hooks.final_metrics(r))
+                           started_ms=started, ended_ms=ended, matrix=jobs[r].matrix, metrics=hooks.final_metrics(r),
+                           artefacts=hooks.artefacts(r))
             for r in range(n_runs)]
