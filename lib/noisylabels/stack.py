@@ -328,7 +328,8 @@ class _Phase1(_Stacked):
 
     def batch_loss(self, model, x, targets, idx):
         logits = model(x)
-        per_run = [m.batch_loss(lambda _, r=r: logits[r], x[r], targets[r], idx[r])[0] for r, m in enumerate(self.methods)]
+        per_run = [m.batch_loss(lambda _, r=r: logits[r], x[r], targets[r], idx[r])[0]
+                   for r, m in enumerate(self.methods)]
         return torch.stack(per_run), logits
 
     def after_backward(self, idx):
