@@ -34,7 +34,7 @@ def main(old_dir, new_dir, metric):
         click.echo(f"{new_csv.stem}: {len(cells)} cells, mean |change| {change.mean():.2f}, "
                    f"mean seed std {cells[[f'{std}_old', f'{std}_new']].mean(axis=None):.2f}, "
                    f"{len(moved)} moved by more than 2 stds")
-        for i, r in moved.iterrows():
+        for _, r in moved.iterrows():
             click.echo(f"  {r['dataset']} {r['method']} {r['setting']}: {r[f'{mean}_old']:.2f} ± {r[f'{std}_old']:.2f}"
                        f" -> {r[f'{mean}_new']:.2f} ± {r[f'{std}_new']:.2f}")
 

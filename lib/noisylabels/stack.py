@@ -286,7 +286,8 @@ class _Finetune(_Stacked):
     def __init__(self, trainer, model, jobs, saved):
         super().__init__(trainer, model, jobs, saved)
         self.mixup = trainer.mixup
-        self.trainers = [two_phase.Finetune(job.run.method.finetune, job.run.group.train, job.run.seed) for job in jobs]
+        self.trainers = [trainer] + [two_phase.Finetune(job.run.method.finetune, job.run.group.train, job.run.seed)
+                                     for job in jobs[1:]]  # the first run's is the shared trainer
         for t, state in zip(self.trainers, saved or []):
             t.restore(state["method"])
 
