@@ -175,10 +175,32 @@ def test_a_stack_of_finetune_runs_uses_each_runs_phase1_labels_weights_and_mixup
             for job in jobs]
     stack.train_stack(data, jobs)  # saves after epoch 1, with each run's mixup generator
     _assert_same_runs(stacked, stack.train_units(data, jobs))
-    # O2U's phase 2: kept subsets of different sizes train run by run
-    o2u = [loop.Job(job.run, job.labels, {"keep": np.arange(int((~job.labels.val).sum())) % (2 + r) > 0})
-           for r, job in enumerate(jobs)]
-    assert not any(stack.stackable(job) for job in o2u)
+
+
+@pytest.mark.parametrize("loss, mixup", [("ce", 0.0), ("nce_rce", 0.5)])
+def test_a_stack_of_o2u_phase2_runs_trains_each_on_its_own_kept_samples_as_alone(loss, mixup, tmp_path):
+    """O2U's phase 2: each run keeps a different number of its samples (here 1/2, 2/3, 3/4
+    and 4/5 of them), so its epochs take different numbers of steps and its last batches
+    differ in size; a finished run's weights and momentum stay still while the others train,
+    and with mixup each run draws for its own real samples only."""
+    method = {"pretrain": {"name": "o2u", "epochs": 1, "lr": 0.1, "cyclic_epochs": 1, "cycle": 1, "r1": 0.1,
+                           "r2": 0.01, "cyclic_batch_size": 16, "forget_rate": 0.2},
+              "finetune": {"loss": _params_losses()[loss], "mixup": mixup, "init": "scratch", "epochs": 2, "lr": 0.1,
+                           "milestones": [1], "gamma": 0.1}}
+    jobs, data = _jobs(method, train={"batch_size": 16, "weight_decay": 1e-3})
+    jobs = [loop.Job(job.run, job.labels, {"keep": np.arange(int((~job.labels.val).sum())) % (2 + r) > 0})
+            for r, job in enumerate(jobs)]
+    kept = [int(job.phase1["keep"].sum()) for job in jobs]
+    steps = [sum(k - s > 1 for s in range(0, k, 16)) for k in kept]  # loop.train's batches of 16
+    assert len(set(kept)) == 4 and len(set(steps)) > 1
+    assert all(stack.stackable(job) for job in jobs)
+    alone, stacked = [loop.train(data, job) for job in jobs], stack.train_stack(data, jobs)
+    _assert_same_runs(alone, stacked)
+    jobs = [loop.Job(job.run, job.labels, job.phase1, checkpoint=Plan(tmp_path, job.run.name, "key", 1, None))
+            for job in jobs]
+    stack.train_stack(data, jobs)  # saves after epoch 1, each run with its own step count
+    assert [job.checkpoint.load()["iteration"] for job in jobs] == steps
+    _assert_same_runs(stacked, stack.train_units(data, jobs))
 
 
 def test_a_stack_clips_each_runs_gradient_norm_as_that_run_alone_is_clipped():

@@ -12,12 +12,14 @@ loss on all runs' batches at once; the sum over runs of each run's batch mean gi
 run exactly its own gradient, and SGD's update is elementwise.
 
 What stacks (`stackable`): every run on digits_mlp without per-layer L2, but a Forward /
-Backward run with an `estimated` matrix (a CE fit per run comes first) and O2U's phase 2
-(its runs keep different numbers of samples). Per run, a stack keeps: gradient-norm
-clipping (optim.SGD's `stacked`), a Forward/Backward transition matrix (losses.py takes the
-N matrices), truncated Lq's sample weights (_Truncation), D2L's LID, turning point,
-roll-back and alpha (_D2L), phase 1's label state (_Phase1: each run's own two_phase.py
-method object) and phase 2's phase-1 labels and weights and mixup draws (_Finetune). Not
+Backward run with an `estimated` matrix (a CE fit per run comes first). Per run, a stack
+keeps: gradient-norm clipping (optim.SGD's `stacked`), a Forward/Backward transition
+matrix (losses.py takes the N matrices), truncated Lq's sample weights (_Truncation), D2L's
+LID, turning point, roll-back and alpha (_D2L), phase 1's label state (_Phase1: each run's
+own two_phase.py method object), phase 2's phase-1 labels and weights and mixup draws
+(_Finetune), and O2U's kept samples: runs of different lengths take different numbers of
+steps, so a step pads the shorter batches (their losses masked out) and leaves a finished
+run's weights and optimizer state as they were (_batches). Not
 stacked, for want of time rather than by measurement: the CNNs (grouped convolutions were
 0.4-0.8x on this CPU in the issue's prototype, so `auto` would not stack them here anyway).
 
@@ -44,8 +46,10 @@ from noisylabels.optim import SGD
 def stackable(job: loop.Job) -> bool:
     if job.run.group.model.name != "digits_mlp" or job.run.group.train.l2:
         return False
-    if job.kind == "finetune":  # O2U's kept subsets differ in size from run to run: not stacked
-        return job.phase1.get("keep") is None
+    if job.kind == "finetune":
+        # O2U's kept subsets differ in size, so its runs take different numbers of steps; with
+        # Keras' per-step lr decay each would need its own lr (no table asks for both)
+        return job.phase1.get("keep") is None or not job.run.group.train.lr_decay
     return job.kind == "pretrain" or getattr(job.run.method.loss, "matrix", None) != "estimated"
 
 
@@ -141,6 +145,28 @@ def _predict(model: StackedMLP, x: torch.Tensor) -> torch.Tensor:
     return _logits(model, x).argmax(2)
 
 
+def _batches(perms: list[torch.Tensor], bs: int):
+    """loop.train's batches (bs samples, a last batch of one skipped) of each run's
+    permutation, step by step: (N x B positions, sizes). sizes is None while every run's batch
+    is as long as the others'; runs of different lengths (O2U's kept samples) get each its own
+    number of real positions, 0 once its epoch is over, and a row padded with position 0."""
+    lengths = [len(p) for p in perms]
+    if len(set(lengths)) == 1:
+        perm, n = torch.stack(perms), lengths[0]
+        yield from ((perm[:, s : s + bs], None) for s in range(0, n, bs) if n - s > 1)
+        return
+    starts = [[s for s in range(0, n, bs) if n - s > 1] for n in lengths]
+    for k in range(max(map(len, starts))):
+        parts = [p[st[k] : st[k] + bs] if k < len(st) else p[:0] for p, st in zip(perms, starts)]
+        sizes = [len(part) for part in parts]
+        yield torch.stack([_pad(part, max(sizes)) for part in parts]), sizes
+
+
+def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """t with zeros appended along its first dimension up to `length`."""
+    return torch.cat([t, t.new_zeros(length - len(t), *t.shape[1:])])
+
+
 # --- methods with per-run state: methods.py's hooks for N runs at once ----------------------
 
 class _Stacked:
@@ -151,9 +177,12 @@ class _Stacked:
     def __init__(self, trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved: list[dict] | None):
         self.loss_fn, self.n = trainer.loss_fn, model.n
 
-    def batch_loss(self, model: StackedMLP, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor):
+    def batch_loss(self, model: StackedMLP, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
+                   sizes: list[int] | None = None):
         """(N x B per-sample losses, N x B x classes logits) of N runs' batches x; targets:
-        N x B labels (or N x B x classes soft labels); idx: N x B positions in the fitted sets."""
+        N x B labels (or N x B x classes soft labels); idx: N x B positions in the runs' training
+        sets (fitted or kept); sizes: None, or each run's number of real samples in its row (the
+        rest pad it: _batches), whose losses train_stack leaves out."""
         logits = model(x)
         return self._loss(logits, targets), logits
 
@@ -195,7 +224,7 @@ class _Truncation(_Stacked):
             self.best_acc = [state["method"]["best_acc"] for state in saved]
             self.best_state = [state["method"]["best_state"] for state in saved]
 
-    def batch_loss(self, model, x, targets, idx):
+    def batch_loss(self, model, x, targets, idx, sizes=None):
         logits = model(x)
         return self._loss(logits, targets, weight=self.weight.gather(1, idx).flatten()), logits
 
@@ -231,7 +260,7 @@ class _D2L(_Stacked):
             self.lids[r], self.alpha[r], self.turning_epoch[r], self.previous_state[r] = (
                 m["lids"], m["alpha"], m["turning_epoch"], m["previous_state"])
 
-    def batch_loss(self, model, x, targets, idx):
+    def batch_loss(self, model, x, targets, idx, sizes=None):
         logits = model(x)
         plain = self._loss(logits, targets)
         turned = [t is not None for t in self.turning_epoch]
@@ -291,14 +320,16 @@ class _Finetune(_Stacked):
         for t, state in zip(self.trainers, saved or []):
             t.restore(state["method"])
 
-    def batch_loss(self, model, x, targets, idx):
+    def batch_loss(self, model, x, targets, idx, sizes=None):
         logits = model(x)
         loss = self._loss(logits, targets)
         if self.mixup > 0:  # two_phase.Finetune.batch_loss, each run with its own draws
             n, b = targets.shape[:2]
-            draws = [t.mix(b) for t in self.trainers]
+            # a run draws for its real samples only, as alone (a padded row's partners: itself)
+            draws = [t.mix(size) if size else (1.0, torch.arange(0))
+                     for t, size in zip(self.trainers, sizes or [b] * n)]
             lam = torch.tensor([d[0] for d in draws], device=x.device)
-            j = torch.stack([d[1] for d in draws])
+            j = torch.stack([torch.cat([d[1], torch.arange(len(d[1]), b)]) for d in draws])
             if x.is_cuda:  # from pinned memory, without waiting: a plain copy would sync every step
                 j = j.pin_memory().to(x.device, non_blocking=True)
             runs = torch.arange(n, device=x.device)[:, None]
@@ -327,7 +358,7 @@ class _Phase1(_Stacked):
         for m, state in zip(self.methods, saved or []):
             m.restore(state["method"])
 
-    def batch_loss(self, model, x, targets, idx):
+    def batch_loss(self, model, x, targets, idx, sizes=None):
         logits = model(x)
         per_run = [m.batch_loss(lambda _, r=r: logits[r], x[r], targets[r], idx[r])[0]
                    for r, m in enumerate(self.methods)]
@@ -405,11 +436,17 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     val = per_run([np.flatnonzero(job.labels.val) for job in jobs])
     noisy = per_run([job.labels.noisy for job in jobs])
     y, y_val, y_true = noisy.gather(1, fit), noisy.gather(1, val), data.train_y[fit]
+    # what each run trains on, as positions in its fitted set: all of it, or O2U's kept samples
+    # (a row padded with 0 past its count, which _batches never reaches)
+    kept = [np.flatnonzero(job.phase1["keep"]) if job.kind == "finetune" and job.phase1.get("keep") is not None
+            else np.arange(fit.shape[1]) for job in jobs]
+    counts = [len(k) for k in kept]
+    sub = per_run([np.pad(k, (0, max(counts) - len(k))) for k in kept])
     orders = [torch.Generator(device=device).manual_seed(run.seed) for run in runs]
     draws = [torch.Generator(device=device).manual_seed(run.seed + 2_000_003) for run in runs]
     histories = [{k: [] for k in (*loop.HISTORY_KEYS, *method.history_keys)} for _ in runs]
     test_preds, val_preds = [], []
-    n, iteration, first, last_save = fit.shape[1], 0, 1, time.monotonic()
+    n, iterations, first, last_save = fit.shape[1], [0] * n_runs, 1, time.monotonic()
     amp = loop.autocast(group.train, device)
     hooks = _hooks(method, model, jobs, saved, data)
     x_fit = data.train_x[fit.flatten()].view(n_runs, n, *data.train_x.shape[1:])  # what predictions read
@@ -426,29 +463,52 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
         histories = [state["history"] for state in saved]
         test_preds, val_preds = ([torch.stack([state[key][e] for state in saved]).to(device)
                                   for e in range(saved[0]["epoch"])] for key in ("test_preds", "val_preds"))
-        iteration, first = saved[0]["iteration"], saved[0]["epoch"] + 1
+        iterations, first = [state["iteration"] for state in saved], saved[0]["epoch"] + 1
     for epoch in range(first, method.epochs + 1):
         lr, bs = method.lr(epoch), method.batch_size(epoch)
-        perm = torch.stack([torch.randperm(n, generator=g, device=device) for g in orders])
+        perms = [torch.randperm(c, generator=g, device=device) for c, g in zip(counts, orders)]
         sums = torch.zeros(n_runs, 4, device=device)
-        seen = 0
-        for s in (s for s in range(0, n, bs) if n - s > 1):  # loop.train's batches
-            idx = perm[:, s : s + bs]  # N x B positions in each run's fitted set
-            images = data.train_x.normalised(fit.gather(1, idx).flatten())
-            x = torch.stack([data.augment(part, g) for part, g in zip(images.split(idx.shape[1]), draws)])
-            labels = y.gather(1, idx)
+        seen = torch.zeros(n_runs, 1, device=device)
+        for idx, sizes in _batches(perms, bs):  # idx: N x B positions in each run's kept samples
+            pos = sub.gather(1, idx)  # ... in its fitted set
+            width = idx.shape[1]
+            if sizes is None:
+                images = data.train_x.normalised(fit.gather(1, pos).flatten())
+                x = torch.stack([data.augment(part, g) for part, g in zip(images.split(width), draws)])
+            else:  # each run's real samples augmented as alone (a finished run draws nothing), then padded
+                rows = fit.gather(1, pos)
+                images = data.train_x.normalised(torch.cat([row[:b] for row, b in zip(rows, sizes)]))
+                parts = [data.augment(part, g) if len(part) else None for part, g in zip(images.split(sizes), draws)]
+                like = next(p for p in parts if p is not None)[:0]
+                x = torch.stack([_pad(like if p is None else p, width) for p in parts])
+                real = torch.arange(width)[None, :] < torch.tensor(sizes)[:, None]
+                real = real.to(device)
+            labels = y.gather(1, pos)
             with amp:
-                losses, logits = hooks.batch_loss(model, x, targets[run_rows, idx], idx)
+                losses, logits = hooks.batch_loss(model, x, targets[run_rows, pos], idx, sizes)
             opt.zero_grad()
-            losses.mean(1).sum().backward()
+            if sizes is None:
+                losses.mean(1).sum().backward()
+            else:  # each run's mean over its real samples: a padded sample's gradient is 0
+                (losses.where(real, 0).sum(1) / torch.tensor(sizes, device=device).clamp(min=1)).sum().backward()
             hooks.after_backward(idx)
-            step_lr = lr / (1 + group.train.lr_decay * iteration)
+            # lr_decay is 0 where the runs' step counts differ (stackable)
+            step_lr = lr / (1 + group.train.lr_decay * iterations[0])
+            active = [True] * n_runs if sizes is None else [b > 0 for b in sizes]
+            frozen = [r for r, a in enumerate(active) if not a]  # runs whose epoch is over
+            still = [t[frozen] for t in (*opt.params, *opt.buffers)] if frozen else []
             opt.step(step_lr)
-            iteration += 1
+            with torch.no_grad():  # weight decay and momentum must not move them
+                for t, value in zip((*opt.params, *opt.buffers), still):
+                    t[frozen] = value
+            iterations = [i + a for i, a in zip(iterations, active)]
             with torch.no_grad():
-                pred, true = logits.argmax(2), y_true.gather(1, idx)
-                sums += torch.stack([losses.sum(1), (pred == labels).sum(1), (pred == true).sum(1), (true >= 0).sum(1)], 1)
-            seen += idx.shape[1]
+                pred, true = logits.argmax(2), y_true.gather(1, pos)
+                per_sample = [losses, pred == labels, pred == true, true >= 0]
+                if sizes is not None:
+                    per_sample = [v.where(real, 0) for v in per_sample]
+                sums += torch.stack([v.sum(1) for v in per_sample], 1)
+            seen += width if sizes is None else real.sum(1, keepdim=True)
         with amp:
             test_pred = _predict(model, data.test_x[: len(data.test_x)])
             val_pred = _predict(model, data.train_x[val.flatten()].view(n_runs, val.shape[1], *data.train_x.shape[1:]))
@@ -469,7 +529,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
         if plan and epoch < method.epochs and plan.due(epoch, last_save):
             for r, job in enumerate(jobs):  # each run's state as loop.train saves it
                 job.checkpoint.save({
-                    "epoch": epoch, "iteration": iteration, "model": model.state_dict_of(r),
+                    "epoch": epoch, "iteration": iterations[r], "model": model.state_dict_of(r),
                     "optimizer": [b[r].clone() for b in opt.buffers], "global_rng": rngs[r],
                     "method": hooks.state(r),
                     "history": histories[r], "test_preds": [p[r].clone() for p in test_preds],
