@@ -177,23 +177,25 @@ def test_a_stack_of_finetune_runs_uses_each_runs_phase1_labels_weights_and_mixup
     _assert_same_runs(stacked, stack.train_units(data, jobs))
 
 
-@pytest.mark.parametrize("loss, mixup", [("ce", 0.0), ("nce_rce", 0.5)])
-def test_a_stack_of_o2u_phase2_runs_trains_each_on_its_own_kept_samples_as_alone(loss, mixup, tmp_path):
+@pytest.mark.parametrize("loss, mixup, overrides", [("ce", 0.0, {}), ("nce_rce", 0.5, {"symmetric-0.4": {"loss": {"alpha": 3.0}}})])
+def test_a_stack_of_o2u_phase2_runs_trains_each_on_its_own_kept_samples_as_alone(loss, mixup, overrides, tmp_path):
     """O2U's phase 2: each run keeps a different number of its samples (here 1/2, 2/3, 3/4
     and 4/5 of them), so its epochs take different numbers of steps and its last batches
     differ in size; a finished run's weights and momentum stay still while the others train,
-    and with mixup each run draws for its own real samples only."""
+    with mixup each run draws for its own real samples only, and with a per-setting override
+    each run computes its own loss."""
     method = {"pretrain": {"name": "o2u", "epochs": 1, "lr": 0.1, "cyclic_epochs": 1, "cycle": 1, "r1": 0.1,
                            "r2": 0.01, "cyclic_batch_size": 16, "forget_rate": 0.2},
               "finetune": {"loss": _params_losses()[loss], "mixup": mixup, "init": "scratch", "epochs": 2, "lr": 0.1,
-                           "milestones": [1], "gamma": 0.1}}
+                           "milestones": [1], "gamma": 0.1, "overrides": overrides}}
     jobs, data = _jobs(method, train={"batch_size": 16, "weight_decay": 1e-3})
     jobs = [loop.Job(job.run, job.labels, {"keep": np.arange(int((~job.labels.val).sum())) % (2 + r) > 0})
             for r, job in enumerate(jobs)]
     kept = [int(job.phase1["keep"].sum()) for job in jobs]
     steps = [sum(k - s > 1 for s in range(0, k, 16)) for k in kept]  # loop.train's batches of 16
     assert len(set(kept)) == 4 and len(set(steps)) > 1
-    assert all(stack.stackable(job) for job in jobs)
+    assert [len(unit) for unit in stack.units(jobs, workers=1)] == [4]
+    assert len({job.run.method.finetune.loss.model_dump_json() for job in jobs}) == (2 if overrides else 1)
     alone, stacked = [loop.train(data, job) for job in jobs], stack.train_stack(data, jobs)
     _assert_same_runs(alone, stacked)
     jobs = [loop.Job(job.run, job.labels, job.phase1, checkpoint=Plan(tmp_path, job.run.name, "key", 1, None))
@@ -217,24 +219,29 @@ def test_a_stack_clips_each_runs_gradient_norm_as_that_run_alone_is_clipped():
         assert (a.state_dict["1.weight"] - b.state_dict["1.weight"]).abs().max() > 1e-3
 
 
-def test_stacks_follow_the_setting_and_keep_overrides_and_unstackable_runs_apart():
+def test_stacks_follow_the_setting_and_take_loss_overrides_and_keep_unstackable_runs_apart():
     method = {"loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0}, "overrides": {"symmetric-0.4": {"beta": 2.0}}}
     jobs, _ = _jobs(method, seeds=(0, 1, 2))  # 6 runs; the 3 of symmetric-0.4 have beta 2
-    names = [[job.run.name for job in unit] for unit in stack.units(jobs, workers=1)]
+    assert [len(u) for u in stack.units(jobs, workers=1)] == [6]  # each run computes its own loss
+    assert [len(u) for u in stack.units(jobs, workers=2)] == [3, 3]
+    assert [len(u) for u in stack.units(jobs, workers=4)] == [2, 2, 2]  # every worker gets work
+    for setting, sizes in (("off", [1] * 6), (4, [4, 2])):
+        assert [len(u) for u in stack.units(_jobs(method, (0, 1, 2), setting)[0], workers=1)] == sizes
+    # an override of truncated Lq's numbers changes its sample-weight schedule: its own stack
+    lq = {"loss": {"name": "truncated_lq", "q": 0.7, "k": 0.5, "start_epoch": 1, "interval": 1},
+          "overrides": {"symmetric-0.4": {"k": 0.3}}}
+    names = [[job.run.name for job in unit] for unit in stack.units(_jobs(lq, seeds=(0, 1, 2))[0], workers=1)]
     assert names == [["symmetric-0-s0", "symmetric-0-s1", "symmetric-0-s2"],
                      ["symmetric-0.4-s0", "symmetric-0.4-s1", "symmetric-0.4-s2"]]
-    assert [len(u) for u in stack.units(jobs, workers=2)] == [3, 3]
-    assert [len(u) for u in stack.units(jobs, workers=4)] == [2, 1, 2, 1]  # every worker gets work
-    for setting, sizes in (("off", [1] * 6), (2, [2, 1, 2, 1])):
-        assert [len(u) for u in stack.units(_jobs(method, (0, 1, 2), setting)[0], workers=1)] == sizes
     forward, _ = _jobs({"loss": {"name": "forward", "matrix": "estimated", "anchor_percentile": 97.0}})
     assert not any(stack.stackable(job) for job in forward)  # an estimated matrix: a CE fit per run first
     assert [len(u) for u in stack.units(forward, workers=1)] == [1] * len(forward)
 
 
-def test_a_group_with_overrides_trains_the_same_stacked_or_not():
+def test_a_stack_of_runs_with_their_own_loss_overrides_trains_each_as_alone():
     method = {"loss": {"name": "gce", "q": 0.7}, "overrides": {"symmetric-0.4": {"q": 0.3}}}
     jobs, data = _jobs(method)
+    assert [len(unit) for unit in stack.units(jobs, workers=1)] == [4]  # q 0.7 and q 0.3 in one stack
     alone = [loop.train(data, job) for job in jobs]
     stacked = [r for unit in stack.units(jobs, workers=1) for r in stack.train_units(data, unit)]
     _assert_same_runs(alone, stacked)

@@ -1,15 +1,16 @@
 """Stacked training: several runs of a group trained as one model (`train.stack`).
 
-Runs that share everything but their noise setting, seed and labels (one MLP, one loss
-with the same hyper-parameters, one schedule, fitted sets of one size) train together:
-each linear layer holds all N runs' weights as one N x out x in tensor and multiplies all
-runs' batches in one batched matmul, so a step of N runs costs about the kernel launches
-of one (the digits MLP is launch-bound on a CPU: benchmarks/engine.py). Each run keeps its
-own initial weights (built as loop.train builds them), batch order, augmentation draws,
-labels, optimizer buffers and history, so a stacked run is the run loop.train trains, up to
-floating-point summation order (tests/test_stack.py). The loss is the method's per-sample
-loss on all runs' batches at once; the sum over runs of each run's batch mean gives each
-run exactly its own gradient, and SGD's update is elementwise.
+Runs that share everything but their noise setting, seed, labels and loss overrides (one
+MLP, one method, one schedule, fitted sets of one size) train together: each linear layer
+holds all N runs' weights as one N x out x in tensor and multiplies all runs' batches in
+one batched matmul, so a step of N runs costs about the kernel launches of one (the digits
+MLP is launch-bound on a CPU: benchmarks/engine.py). Each run keeps its own initial weights
+(built as loop.train builds them), batch order, augmentation draws, labels, optimizer
+buffers and history, so a stacked run is the run loop.train trains, up to floating-point
+summation order (tests/test_stack.py). The loss is the method's per-sample loss on all
+runs' batches at once (or each run's own, where overrides change its numbers); the sum over
+runs of each run's batch mean gives each run exactly its own gradient, and SGD's update is
+elementwise.
 
 What stacks (`stackable`): every run on digits_mlp without per-layer L2, but a Forward /
 Backward run with an `estimated` matrix (a CE fit per run comes first). Per run, a stack
@@ -19,9 +20,9 @@ LID, turning point, roll-back and alpha (_D2L), phase 1's label state (_Phase1: 
 own two_phase.py method object), phase 2's phase-1 labels and weights and mixup draws
 (_Finetune), and O2U's kept samples: runs of different lengths take different numbers of
 steps, so a step pads the shorter batches (their losses masked out) and leaves a finished
-run's weights and optimizer state as they were (_batches). Not
-stacked, for want of time rather than by measurement: the CNNs (grouped convolutions were
-0.4-0.8x on this CPU in the issue's prototype, so `auto` would not stack them here anyway).
+run's weights and optimizer state as they were (_batches). Not stacked, for want of time
+rather than by measurement: the CNNs (grouped convolutions were 0.4-0.8x on this CPU in
+the issue's prototype, so `auto` would not stack them here anyway).
 
 A stack saves each run's checkpoint in loop.train's own format (checkpoint.py), all of one
 epoch, and resumes from them as a stack, so a resumed stack equals an uninterrupted one.
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisylabels import loop, methods, two_phase
-from noisylabels.losses import _soft_ce as soft_ce, bootstrap
+from noisylabels.losses import _soft_ce as soft_ce, bootstrap, make_loss
 from noisylabels.optim import SGD
 
 
@@ -55,7 +56,8 @@ def stackable(job: loop.Job) -> bool:
 
 def units(jobs: list[loop.Job], workers: int) -> list[list[loop.Job]]:
     """The jobs cut into what one worker trains at a time, in job order: stacks of
-    neighbouring stackable jobs with one method and fitted-set size, of at most
+    neighbouring stackable jobs with one method (up to loss overrides: _stack_key) and
+    fitted-set size, of at most
     train.stack runs and at most a `workers`-th of the jobs (so every worker gets a stack),
     and every other job alone."""
     if not jobs:
@@ -68,11 +70,24 @@ def units(jobs: list[loop.Job], workers: int) -> list[list[loop.Job]]:
     for job in jobs:
         last = out[-1] if out else None
         if (last and len(last) < size and stackable(job) and stackable(last[0])
-                and job.run.method == last[0].run.method and _n_fit(job) == _n_fit(last[0])):
+                and _stack_key(job) == _stack_key(last[0]) and _n_fit(job) == _n_fit(last[0])):
             last.append(job)
         else:
             out.append([job])
     return out
+
+
+def _stack_key(job: loop.Job):
+    """What the runs of one stack share: the method, but for the numbers of a loss that its
+    runs compute each with their own (a per-setting override; _Stacked.loss_fns): a plain
+    loss of a standard single-phase method, or phase 2's loss (phase 1 does not train here)."""
+    m = job.run.method
+    if job.kind == "finetune":
+        return m.finetune.model_copy(update={"loss": m.finetune.loss.name})
+    if (job.kind == "single" and m.procedure.name == "standard" and m.loss.name != "truncated_lq"
+            and not hasattr(m.loss, "matrix")):
+        return m.model_copy(update={"loss": m.loss.name, "overrides": {}})
+    return m
 
 
 def _n_fit(job: loop.Job) -> int:
@@ -176,6 +191,9 @@ class _Stacked:
 
     def __init__(self, trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved: list[dict] | None):
         self.loss_fn, self.n = trainer.loss_fn, model.n
+        specs = [job.run.method.loss for job in jobs] if jobs[0].kind == "single" else []
+        # runs with their own loss numbers (_stack_key): each run's loss on its slice
+        self.loss_fns = None if all(spec == specs[0] for spec in specs) else [make_loss(s) for s in specs]
 
     def batch_loss(self, model: StackedMLP, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
                    sizes: list[int] | None = None):
@@ -187,6 +205,8 @@ class _Stacked:
         return self._loss(logits, targets), logits
 
     def _loss(self, logits, targets, **extra):
+        if self.loss_fns:
+            return torch.stack([fn(z, t, **extra) for fn, z, t in zip(self.loss_fns, logits, targets)])
         n, b = targets.shape[:2]
         return self.loss_fn(logits.flatten(0, 1), targets.flatten(0, 1), **extra).view(n, b)
 
@@ -319,6 +339,8 @@ class _Finetune(_Stacked):
                                      for job in jobs[1:]]  # the first run's is the shared trainer
         for t, state in zip(self.trainers, saved or []):
             t.restore(state["method"])
+        if any(job.run.method.finetune.loss != jobs[0].run.method.finetune.loss for job in jobs):
+            self.loss_fns = [t.loss_fn for t in self.trainers]
 
     def batch_loss(self, model, x, targets, idx, sizes=None):
         logits = model(x)
