@@ -81,18 +81,19 @@ class SGD:
             self._clip_per_run()
         elif self.grad_clip is not None:  # scales the gradients in place, without a host sync
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+        # The gradients are updated in place (zero_grad drops them before the next backward):
+        # a new tensor per parameter and step cost 10% of a stacked digits step on this CPU.
         grads = [p.grad for p in self.params]
         if self.weight_decay:
-            grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+            torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
         if self.l2_index:
-            grads = list(grads)
             decay = torch._foreach_mul([self.params[i] for i in self.l2_index], self.l2_coef)
-            for i, d in zip(self.l2_index, decay):
-                grads[i] = grads[i] + d
+            torch._foreach_add_([grads[i] for i in self.l2_index], decay)
         torch._foreach_mul_(self.buffers, self.momentum)
         torch._foreach_add_(self.buffers, grads)
         if self.nesterov:  # torch: the step is grad + momentum * the new buffer
-            torch._foreach_add_(self.params, torch._foreach_add(grads, self.buffers, alpha=self.momentum), alpha=-lr)
+            torch._foreach_add_(grads, self.buffers, alpha=self.momentum)
+            torch._foreach_add_(self.params, grads, alpha=-lr)
         else:
             torch._foreach_add_(self.params, self.buffers, alpha=-lr)
 
