@@ -12,7 +12,7 @@ from noisylabels.optim import SGD
 from noisylabels.resolve import resolve_group
 from noisylabels.workers import Workers, worker_device
 
-from conftest import TINY_PARAMS, TinyDataset, train_job, typed
+from conftest import TINY_PARAMS, TinyDataset, make_job, train_job, typed
 
 TRAIN = TINY_PARAMS["train"]
 
@@ -48,6 +48,27 @@ def test_cnn_with_batch_norm_trains_at_mnist_shape():
     train = {"epochs": 1, "milestones": [], "batch_size": 16}
     r = train_job(ds, loss={"name": "ce"}, model={"name": "sce_mnist_cnn"}, train=train, noisy=ds.train_labels, val=val)
     assert r.test_pred.shape == (1, 100) and np.isfinite(r.history["train_loss"]).all()
+
+
+def test_a_cnn_trains_the_same_with_channels_last_weights(monkeypatch):
+    """The CUDA layout (loop.memory_format), run on the CPU: a CNN with batch norm and a
+    Flatten before its dense layers ends where the default layout ends, up to rounding."""
+    ds = TinyDataset(n_per_class=6, shape=(28, 28, 1))
+    val = np.zeros(len(ds.train_labels), dtype=bool)
+    val[:4] = True
+    run = dict(loss={"name": "ce"}, model={"name": "sce_mnist_cnn"}, train={"epochs": 2, "milestones": [], "batch_size": 16},
+               noisy=ds.train_labels, val=val)
+    default = train_job(ds, **run)
+    assert loop.memory_format(torch.device("cuda")) == torch.channels_last  # the layout a GPU run gets
+    monkeypatch.setattr(loop, "memory_format", lambda device: torch.channels_last)
+    job = make_job(**run)
+    model = loop.initial_model(job.run.group, loop.to_tensors(ds, torch.device("cpu"), job.run.group.train), 0)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    nhwc = train_job(ds, **run)
+    for k, w in default.state_dict.items():
+        assert (w - nhwc.state_dict[k]).abs().max() <= 1e-4 * max(w.abs().max(), 1), k
+    np.testing.assert_allclose(default.history["train_loss"], nhwc.history["train_loss"], rtol=1e-4)
 
 
 def _store_dataset():

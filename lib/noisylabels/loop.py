@@ -266,7 +266,17 @@ def _set_global_rng(device, state: torch.Tensor) -> None:
 
 def initial_model(group, data: Tensors, seed: int):
     torch.manual_seed(seed)  # same seed -> same initial weights for every method
-    return models.build_model(group.model, data.train_x.shape[1:], data.num_classes).to(data.train_x.device)
+    device = data.train_x.device
+    model = models.build_model(group.model, data.train_x.shape[1:], data.num_classes)
+    return model.to(device, memory_format=memory_format(device))
+
+
+def memory_format(device) -> torch.memory_format:
+    """How convolution weights are laid out: channels_last on CUDA, where cuDNN's tensor-core
+    kernels want NHWC (a channels_last weight makes the convolutions take that path; their
+    outputs follow, and nn.Flatten reads them in NCHW order as before); on the CPU, as built
+    (no GPU has measured it yet). Only the summation order changes (tests/test_engine.py)."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def preflight(group, dataset) -> None:
