@@ -275,6 +275,23 @@ def test_stack_off_written_in_yaml_means_off():
     assert Train(**{**main, **yaml.safe_load("stack: 3")}).stack == 3
 
 
+@pytest.mark.slow
+def test_compiled_runs_alone_and_stacked_train_as_eager_ones():
+    """train.compile on the CPU path (torch.compile's inductor builds C++ kernels here): a
+    compiled run, alone and stacked, ends where the eager run ends, up to rounding, with
+    the same state_dict names; truncated Lq copies a compiled model for its best weights."""
+    for method in ({"loss": _params_losses()["sl"]},
+                   {"loss": {"name": "truncated_lq", "q": 0.7, "k": 0.1, "start_epoch": 1, "interval": 1}}):
+        eager_jobs, data = _jobs(method)
+        jobs, _ = _jobs(method, train={"compile": "default"})
+        assert jobs[0].run.group.train.compile == "default"
+        eager = [loop.train(data, job) for job in eager_jobs]
+        torch._dynamo.reset()
+        _assert_same_runs(eager, [loop.train(data, job) for job in jobs])
+        _assert_same_runs(eager, stack.train_stack(data, jobs))
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # the MLP's and the stack's
+
+
 def test_bf16_runs_the_forward_passes_in_bfloat16_and_keeps_float32_weights():
     """train.precision on the CPU path (autocast works there too): alone and stacked, every
     module's output is bfloat16 with bf16 and float32 with fp32; weights stay float32; bf16

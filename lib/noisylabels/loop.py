@@ -268,7 +268,15 @@ def initial_model(group, data: Tensors, seed: int):
     torch.manual_seed(seed)  # same seed -> same initial weights for every method
     device = data.train_x.device
     model = models.build_model(group.model, data.train_x.shape[1:], data.num_classes)
-    return model.to(device, memory_format=memory_format(device))
+    return compiled(model.to(device, memory_format=memory_format(device)), group.train)
+
+
+def compiled(model: torch.nn.Module, train) -> torch.nn.Module:
+    """train.compile: the model's calls go through torch.compile in that mode (Module.compile,
+    so its state_dict keeps its names), or stay eager."""
+    if train.compile != "none":
+        model.compile(mode=train.compile)
+    return model
 
 
 def memory_format(device) -> torch.memory_format:

@@ -455,7 +455,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
         for m, state in zip(models, saved):
             m.load_state_dict(state["model"])
         rngs = [state["global_rng"] for state in saved]
-    model = StackedMLP(models)
+    model = loop.compiled(StackedMLP(models), group.train)
     method = _trainer(jobs, data)
     opt = SGD(zip(model.names, model.optimizer_order()), group.train.momentum, group.train.weight_decay,
               nesterov=group.train.nesterov, grad_clip=group.train.grad_clip, stacked=True)

@@ -99,6 +99,9 @@ class Train(Schedule):
     # bf16: forward passes under torch.autocast in bfloat16 (a GPU's tensor cores), weights,
     # gradients and optimizer state in float32. Changes results, unlike `stack` and `device`.
     precision: Literal["fp32", "bf16"] = "fp32"
+    # the model's forward under torch.compile in this mode (reduce-overhead: with CUDA graphs),
+    # or eager (none). Fused kernels round differently: a setting of the run, as precision is.
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
 
     @field_validator("device")
     @classmethod
