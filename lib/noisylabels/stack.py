@@ -2,7 +2,7 @@
 
 Runs that share everything but their noise setting, seed, labels and loss overrides (one
 MLP, one method, one schedule, fitted sets of one size) train together: each linear layer
-holds all N runs' weights as one N x out x in tensor and multiplies all runs' batches in
+holds all N runs' weights as one N x in x out tensor and multiplies all runs' batches in
 one batched matmul, so a step of N runs costs about the kernel launches of one (the digits
 MLP is launch-bound on a CPU: benchmarks/engine.py). Each run keeps its own initial weights
 (built as loop.train builds them), batch order, augmentation draws, labels, optimizer
@@ -57,9 +57,8 @@ def stackable(job: loop.Job) -> bool:
 def units(jobs: list[loop.Job], workers: int) -> list[list[loop.Job]]:
     """The jobs cut into what one worker trains at a time, in job order: stacks of
     neighbouring stackable jobs with one method (up to loss overrides: _stack_key) and
-    fitted-set size, of at most
-    train.stack runs and at most a `workers`-th of the jobs (so every worker gets a stack),
-    and every other job alone."""
+    fitted-set size, of at most train.stack runs and at most a `workers`-th of the jobs (so
+    every worker gets a stack), and every other job alone."""
     if not jobs:
         return []
     setting = jobs[0].run.group.train.stack
