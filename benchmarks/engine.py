@@ -2,7 +2,7 @@
 runs trained one by one.
 
     python benchmarks/engine.py [--rounds 2] [--device cpu] [--precisions fp32,bf16]
-                                [--stack-sizes 4,12] [--mlp-runs 12]
+                                [--stack-sizes 4,12] [--mlp-runs 12] [--compile reduce-overhead]
 
 For three networks (the digits MLP of the default pipeline, SCE's MNIST CNN and SCE's
 CIFAR-10 CNN; the CNNs on random images of their data set's shape), in this one process and
@@ -16,8 +16,9 @@ interleaved round by round (A, B, C, A, B, C, ...), so that all share the machin
             model (`train.stack: auto`), or with --stack-sizes stacks of at most N runs
             (`train.stack: N`), a row per size (MLPs only; --mlp-runs sets their number).
 With several --precisions (train.precision), the engine and stacked rows are repeated per
-precision (the official loop stays float32); benchmarks/gpu_check.sh runs it on a GPU with
-a stack-size sweep.
+precision (the official loop stays float32); with --compile the engine rows run under
+torch.compile in that mode (train.compile; the first round includes compiling, so give two
+or more). benchmarks/gpu_check.sh runs it on a GPU with a stack-size sweep.
 Each trains the same runs (CE, the main experiment's schedule, one thread) and prints, from
 its best round: training images per second (all runs together), seconds per epoch of one
 run, its ratio to the others, and its share of a matmul peak measured in this process (the
@@ -61,7 +62,7 @@ def _dataset(name: str, n: int | None) -> Dataset:
 
 
 def _jobs(ds: Dataset, model: dict | None, runs: int, epochs: int, batch: int, device: str, precision: str,
-          stack_setting: str | int = "auto"):
+          compile_mode: str, stack_setting: str | int = "auto"):
     """`runs` seeds of the main experiment with CE on `ds` (model: its section, None: params')."""
     params = load_params("params.yaml")
     params["data"]["name"] = ds.name
@@ -72,7 +73,7 @@ def _jobs(ds: Dataset, model: dict | None, runs: int, epochs: int, batch: int, d
     if model:
         params["model"] = model
     params["train"].update(epochs=epochs, milestones=[], batch_size=batch, device=device, stack=stack_setting,
-                           precision=precision)
+                           precision=precision, compile=compile_mode)
     g = resolve_group(params, "main")
     noisy, val, records = noise.generate(ds, g.settings, g.seeds, g.draw, g.val_fraction)
     return g, loop.group_jobs(g, noise.NoisyLabels(noisy, val, {"seeds": list(g.seeds), "runs": records}))
@@ -132,8 +133,8 @@ def _stacked(data: loop.Tensors, jobs) -> list:
 
 
 def _step_flops(group, data: loop.Tensors, batch: int) -> float:
-    """FLOPs of one training step (forward and backward) per image."""
-    model = loop.initial_model(group, data, 0)
+    """FLOPs of one training step (forward and backward) per image, counted in eager mode."""
+    model = models.build_model(group.model, data.train_x.shape[1:], data.num_classes).to(data.train_x.device)
     x = data.train_x[torch.arange(batch, device=data.train_x.device)]
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), data.train_y[:batch]).backward()
@@ -167,9 +168,13 @@ def _sync(device):
 @click.option("--stack-sizes", default="auto", show_default=True,
               help="train.stack values for the stacked rows, comma-separated: auto (one stack) or N")
 @click.option("--mlp-runs", default=NETWORKS["digits_mlp"][3], show_default=True, help="runs of the digits MLP")
-def main(rounds, device, networks, precisions, stack_sizes, mlp_runs):
+@click.option("--compile", "compile_mode", default="none", show_default=True,
+              type=click.Choice(["none", "default", "reduce-overhead", "max-autotune"]),
+              help="train.compile of the engine rows")
+def main(rounds, device, networks, precisions, stack_sizes, mlp_runs, compile_mode):
     torch.set_num_threads(1)
-    print(f"load average {os.getloadavg()[0]:.2f}; device {device}; one torch thread; best of {rounds} interleaved rounds")
+    print(f"load average {os.getloadavg()[0]:.2f}; device {device}; one torch thread; best of {rounds} interleaved rounds;"
+          f" engine compile: {compile_mode}")
     peak = _matmul_peak(device)
     print(f"matmul peak here: {peak / 1e9:.1f} GFLOP/s")
     for name in networks.split(","):
@@ -178,7 +183,7 @@ def main(rounds, device, networks, precisions, stack_sizes, mlp_runs):
         ds = _dataset(dataset, n)
         engines, several = {}, "," in precisions
         for precision in precisions.split(","):
-            group, jobs = _jobs(ds, model, runs, epochs, batch, device, precision)
+            group, jobs = _jobs(ds, model, runs, epochs, batch, device, precision, compile_mode)
             data = loop.to_tensors(ds, torch.device(device), group.train)
             if not engines:  # the official loop trains in float32 whatever the precision
                 engines["official"] = functools.partial(_official, ds, group, jobs, data, device)
@@ -187,7 +192,7 @@ def main(rounds, device, networks, precisions, stack_sizes, mlp_runs):
                 continue
             for size in stack_sizes.split(","):
                 setting = "auto" if size == "auto" else int(size)
-                _, stacked_jobs = _jobs(ds, model, runs, epochs, batch, device, precision, setting)
+                _, stacked_jobs = _jobs(ds, model, runs, epochs, batch, device, precision, compile_mode, setting)
                 label = " ".join(["stacked", *([precision] if several else []), *([] if size == "auto" else [f"<={size}"])])
                 engines[label] = functools.partial(_stacked, data, stacked_jobs)
         images = sum(int((~j.labels.val).sum()) for j in jobs) * epochs
