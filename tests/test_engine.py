@@ -56,8 +56,8 @@ def test_a_cnn_trains_the_same_with_channels_last_weights(monkeypatch):
     ds = TinyDataset(n_per_class=6, shape=(28, 28, 1))
     val = np.zeros(len(ds.train_labels), dtype=bool)
     val[:4] = True
-    run = dict(loss={"name": "ce"}, model={"name": "sce_mnist_cnn"}, train={"epochs": 2, "milestones": [], "batch_size": 16},
-               noisy=ds.train_labels, val=val)
+    run = dict(loss={"name": "ce"}, model={"name": "sce_mnist_cnn"}, noisy=ds.train_labels, val=val,
+               train={"epochs": 2, "milestones": [], "batch_size": 16})
     default = train_job(ds, **run)
     assert loop.memory_format(torch.device("cuda")) == torch.channels_last  # the layout a GPU run gets
     monkeypatch.setattr(loop, "memory_format", lambda device: torch.channels_last)

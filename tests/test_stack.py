@@ -177,7 +177,10 @@ def test_a_stack_of_finetune_runs_uses_each_runs_phase1_labels_weights_and_mixup
     _assert_same_runs(stacked, stack.train_units(data, jobs))
 
 
-@pytest.mark.parametrize("loss, mixup, overrides", [("ce", 0.0, {}), ("nce_rce", 0.5, {"symmetric-0.4": {"loss": {"alpha": 3.0}}})])
+@pytest.mark.parametrize("loss, mixup, overrides", [
+    ("ce", 0.0, {}),
+    ("nce_rce", 0.5, {"symmetric-0.4": {"loss": {"alpha": 3.0}}}),
+])
 def test_a_stack_of_o2u_phase2_runs_trains_each_on_its_own_kept_samples_as_alone(loss, mixup, overrides, tmp_path):
     """O2U's phase 2: each run keeps a different number of its samples (here 1/2, 2/3, 3/4
     and 4/5 of them), so its epochs take different numbers of steps and its last batches
