@@ -76,7 +76,15 @@ class SGD:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: float):
+    def step(self, lr: float, skip: list[int] | None = None):
+        """skip (stacked only): runs that take no step (stack.py: their epoch is over while
+        others' goes on); neither weight decay nor momentum moves their parameters or buffers."""
+        kept = [t[skip] for t in (*self.params, *self.buffers)] if skip else []
+        self._update(lr)
+        for t, value in zip((*self.params, *self.buffers), kept):
+            t[skip] = value
+
+    def _update(self, lr: float):
         if self.grad_clip is not None and self.stacked:
             self._clip_per_run()
         elif self.grad_clip is not None:  # scales the gradients in place, without a host sync

@@ -466,12 +466,12 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     val = per_run([np.flatnonzero(job.labels.val) for job in jobs])
     noisy = per_run([job.labels.noisy for job in jobs])
     y, y_val, y_true = noisy.gather(1, fit), noisy.gather(1, val), data.train_y[fit]
-    # what each run trains on, as positions in its fitted set: all of it, or O2U's kept samples
-    # (a row padded with 0 past its count, which _batches never reaches)
-    kept = [np.flatnonzero(job.phase1["keep"]) if job.kind == "finetune" and job.phase1.get("keep") is not None
-            else np.arange(fit.shape[1]) for job in jobs]
+    # O2U's kept samples, as positions in each run's fitted set (None: every run trains on all
+    # of it); a row padded with 0 past its count, which _batches never reaches
+    keeps = [job.phase1.get("keep") if job.kind == "finetune" else None for job in jobs]
+    kept = [np.arange(fit.shape[1]) if k is None else np.flatnonzero(k) for k in keeps]
     counts = [len(k) for k in kept]
-    sub = per_run([np.pad(k, (0, max(counts) - len(k))) for k in kept])
+    sub = None if all(k is None for k in keeps) else per_run([np.pad(k, (0, max(counts) - len(k))) for k in kept])
     orders = [torch.Generator(device=device).manual_seed(run.seed) for run in runs]
     draws = [torch.Generator(device=device).manual_seed(run.seed + 2_000_003) for run in runs]
     histories = [{k: [] for k in (*loop.HISTORY_KEYS, *method.history_keys)} for _ in runs]
@@ -498,21 +498,22 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
         lr, bs = method.lr(epoch), method.batch_size(epoch)
         perms = [torch.randperm(c, generator=g, device=device) for c, g in zip(counts, orders)]
         sums = torch.zeros(n_runs, 4, device=device)
-        seen = torch.zeros(n_runs, 1, device=device)
+        seen = [0] * n_runs  # samples each run trained on this epoch
         for idx, sizes in _batches(perms, bs):  # idx: N x B positions in each run's kept samples
-            pos = sub.gather(1, idx)  # ... in its fitted set
+            pos = idx if sub is None else sub.gather(1, idx)  # ... in its fitted set
             width = idx.shape[1]
             if sizes is None:
                 images = data.train_x.normalised(fit.gather(1, pos).flatten())
                 x = torch.stack([data.augment(part, g) for part, g in zip(images.split(width), draws)])
+                real = None
             else:  # each run's real samples augmented as alone (a finished run draws nothing), then padded
                 rows = fit.gather(1, pos)
                 images = data.train_x.normalised(torch.cat([row[:b] for row, b in zip(rows, sizes)]))
                 parts = [data.augment(part, g) if len(part) else None for part, g in zip(images.split(sizes), draws)]
                 like = next(p for p in parts if p is not None)[:0]
                 x = torch.stack([_pad(like if p is None else p, width) for p in parts])
-                real = torch.arange(width)[None, :] < torch.tensor(sizes)[:, None]
-                real = real.to(device)
+                size = torch.tensor(sizes, device=device)
+                real = torch.arange(width, device=device)[None, :] < size[:, None]
             labels = y.gather(1, pos)
             with amp:
                 losses, logits = hooks.batch_loss(model, x, targets[run_rows, pos], idx, sizes)
@@ -520,30 +521,26 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             if sizes is None:
                 losses.mean(1).sum().backward()
             else:  # each run's mean over its real samples: a padded sample's gradient is 0
-                (losses.where(real, 0).sum(1) / torch.tensor(sizes, device=device).clamp(min=1)).sum().backward()
+                (losses.where(real, 0).sum(1) / size.clamp(min=1)).sum().backward()
             hooks.after_backward(idx)
             # lr_decay is 0 where the runs' step counts differ (stackable)
             step_lr = lr / (1 + group.train.lr_decay * iterations[0])
-            active = [True] * n_runs if sizes is None else [b > 0 for b in sizes]
-            frozen = [r for r, a in enumerate(active) if not a]  # runs whose epoch is over
-            still = [t[frozen] for t in (*opt.params, *opt.buffers)] if frozen else []
-            opt.step(step_lr)
-            with torch.no_grad():  # weight decay and momentum must not move them
-                for t, value in zip((*opt.params, *opt.buffers), still):
-                    t[frozen] = value
-            iterations = [i + a for i, a in zip(iterations, active)]
+            trained = sizes or [width] * n_runs  # each run's samples in this step
+            opt.step(step_lr, skip=[r for r, b in enumerate(trained) if b == 0])  # runs whose epoch is over
+            iterations = [i + (b > 0) for i, b in zip(iterations, trained)]
+            seen = [s + b for s, b in zip(seen, trained)]
             with torch.no_grad():
                 pred, true = logits.argmax(2), y_true.gather(1, pos)
                 per_sample = [losses, pred == labels, pred == true, true >= 0]
-                if sizes is not None:
+                if real is not None:
                     per_sample = [v.where(real, 0) for v in per_sample]
                 sums += torch.stack([v.sum(1) for v in per_sample], 1)
-            seen += width if sizes is None else real.sum(1, keepdim=True)
         with amp:
             test_pred = _predict(model, data.test_x[: len(data.test_x)])
             val_pred = _predict(model, data.train_x[val.flatten()].view(n_runs, val.shape[1], *data.train_x.shape[1:]))
         test_preds.append(test_pred)
         val_preds.append(val_pred)
+        seen = torch.tensor(seen, device=device, dtype=sums.dtype)[:, None]
         numbers = torch.cat([sums[:, :2] / seen, sums[:, 2:3] / sums[:, 3:], (val_pred == y_val).float().mean(1, True),
                              (test_pred == data.test_y).float().mean(1, True)], 1).tolist()  # one sync per epoch
         for r in range(n_runs):
