@@ -145,6 +145,9 @@ PARAMS = [  # (id, edit, the error line's text after "error: ", in full or (endi
     ("zero runs per stack", at("train.stack", 0), "train.stack=0: expected auto, off or a number of runs >= 1"),
     ("stack as a word", at("train.stack", "always"), "train.stack='always': expected auto, off or a number of runs >= 1"),
     ("nesterov as a word", at("train.nesterov", "on"), "train.nesterov='on': expected true or false"),
+    ("unknown precision", at("train.precision", "fp16"), "train.precision='fp16': expected one of fp32 or bf16"),
+    ("unknown compile mode", at("train.compile", "fast"),
+     "train.compile='fast': expected one of none, default, reduce-overhead or max-autotune"),
     # the data sets
     ("data set without its settings", at("data.name", "mnist"), "datasets.mnist: missing..."),
     ("cifar4 unknown class", both(cifar4, at("datasets.cifar4.classes", ["cat", "wolf"])),
