@@ -34,8 +34,8 @@ def main(group, params_file, raw, noisy, runs, phase1_dir, out):
 
         def write(g, path):
             dataset = datasets[g.dataset.name]
-            m = evaluate.group_metrics(g, dataset, noise.load(f"{noisy}/{g.name}", g, len(dataset.train_labels)),
-                                       f"{runs}/{g.name}", f"{phase1_dir}/{g.name}")
+            m = evaluate.group_metrics(g, dataset, noise.load(f"{noisy}/{g.folder}", g, len(dataset.train_labels)),
+                                       f"{runs}/{g.folder}", f"{phase1_dir}/{g.name}")
             write_json(path, m)
             last = ", ".join(f"{r['run']} {r['test_acc_last']:.4f}" for r in m["runs"])
             click.echo(f"{g.name}: test acc last {last}")

@@ -1,14 +1,15 @@
 """Stage noise: draw the noisy training labels of every run of every group.
 
-    python stages/noise.py                              # every group -> data/noisy/<group>/
+    python stages/noise.py                              # every group -> data/noisy/<folder>/
     python stages/noise.py --group sce_table1-ce-digits --out /tmp/noisy   # one group
 
 Per group: noisy.npy (settings x seeds x N), val.npy (seeds x N: the held-out noisy
 split) and noise.json (the realized transition matrix and noise rate of every setting and
 seed). The labels depend only on (data set, setting, seed), so every method sees the same
 ones. One stage for all groups: DVC's cost grows with the number of stages, and drawing
-every group's labels takes about a second; each training stage depends on its own group's
-folder only, so it reruns only when its labels change.
+every group's labels takes about a second; each training stage depends on its own groups'
+folder only (data/noisy/<table>-<dataset> or data/noisy/<group>), so it reruns only when
+their labels change.
 """
 import click
 
@@ -22,7 +23,8 @@ from noisylabels.data import store
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--raw", default="data/raw", show_default=True, help="folder of the download stage's outputs")
 @click.option("--out", default=None,
-              help="output folder [default: data/noisy, one subfolder per group; with --group: data/noisy/<group>]")
+              help="output folder [default: data/noisy, one subfolder per group (<table>-<dataset>/<group> for "
+                   "`groups`, <group> for main and two_phase_groups); with --group: that subfolder]")
 def main(group, params_file, raw, out):
     with stage_errors():  # every group and data set is checked before any label is drawn
         groups = groups_from_params(params_file, group)
@@ -34,7 +36,7 @@ def main(group, params_file, raw, out):
         rates = ", ".join(f"{r['setting']}/s{r['seed']} {r['realized_noise_rate']:.3f}" for r in records)
         click.echo(f"{g.name}: realized noise rates {rates}")
 
-    write_per_group(groups, bool(group), out, "data/noisy", lambda g: g.name, draw)
+    write_per_group(groups, bool(group), out, "data/noisy", lambda g: g.folder, draw)
 
 
 if __name__ == "__main__":

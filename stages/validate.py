@@ -11,7 +11,7 @@ import click
 
 from noisylabels.cli import Stage, stage_errors
 from noisylabels.io import write_text
-from noisylabels.resolve import dataset_spec, group_names, load_params, resolve_group
+from noisylabels.resolve import dataset_spec, group_names, load_params, resolve_group, train_stages
 
 
 @click.command(cls=Stage)
@@ -21,6 +21,7 @@ def main(params_file, out):
     with stage_errors():
         params = load_params(params_file)
         groups = [resolve_group(params, name) for name in group_names(params)]
+        train_stages(params)  # dvc.yaml's pretrain@<table>-<dataset> stages cover every group
         for name in params.get("download") or []:
             dataset_spec(params, name, "download")
     write_text(out, "params.yaml: every run group and data set is valid\n")

@@ -65,6 +65,7 @@ TINY_PARAMS = {
         "sce_table1-sl-digits": {"table": "sce_table1", "dataset": "digits", "method": "sl"},
         "sce_table1-forward-digits": {"table": "sce_table1", "dataset": "digits", "method": "forward"},
     },
+    "train_stages": {"sce_table1-digits": {"table": "sce_table1", "dataset": "digits"}},
     "two_phase_groups": {
         "o2u_table-o2u-digits": {"table": "o2u_table", "dataset": "digits", "method": "o2u"},
         "o2u_table-improved-digits": {"table": "o2u_table", "dataset": "digits", "method": "improved"},

@@ -176,6 +176,16 @@ PARAMS = [  # (id, edit, the error line's text after "error: ", in full or (endi
     ("group in both lists", lambda p: p["two_phase_groups"].update(
         {"sce_table1-ce-digits": p["groups"]["sce_table1-ce-digits"]}),
      "group='sce_table1-ce-digits': listed twice (main, groups, two_phase_groups); expected one entry"),
+    ("groups without a training stage", drop("train_stages.sce_table1-digits"),
+     "train_stages: no entry sce_table1-digits for the groups sce_table1-ce-digits, sce_table1-sl-digits, "
+     "sce_table1-forward-digits; expected one entry per table and data set of `groups`"),
+    ("training stage without groups", at("train_stages.gce_table-digits", {"table": "gce_table", "dataset": "digits"}),
+     "train_stages.gce_table-digits: no group of `groups` has table gce_table and data set digits; "
+     "expected the entry removed"),
+    ("training stage under another key", at("train_stages.t1", {"table": "sce_table1", "dataset": "digits"}),
+     "train_stages.t1: expected the key sce_table1-digits (<table>-<dataset>)"),
+    ("training stage of an unknown data set", at("train_stages.sce_table1-digits.dataset", "svhn"),
+     "train_stages.sce_table1-digits.dataset='svhn': expected one of digits, ..."),
     ("group written twice", yaml_text(
         "groups:\n  a: {table: t, dataset: digits, method: ce}\n  a: {table: t, dataset: digits, method: sl}\n"),
      "params file 'params.yaml': not valid YAML (key 'a' appears twice in one mapping (line 3))"),

@@ -21,7 +21,7 @@ def workspace(tmp_path_factory):
     import yaml
 
     root = tmp_path_factory.mktemp("pristine")
-    params = {**TINY_PARAMS, "groups": {}, "two_phase_groups": {}}
+    params = {**TINY_PARAMS, "groups": {}, "train_stages": {}, "two_phase_groups": {}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
     for script, *args in (("download.py", "--dataset", "digits"), ("noise.py",), ("pretrain.py", "--group", "main"),

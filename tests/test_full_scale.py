@@ -38,7 +38,7 @@ def _stage(name):
 def smoke(params: dict, table: str, dataset: str) -> dict:
     """params with the groups of `table`.`dataset`, shrunk in size only."""
     p = copy.deepcopy(params)
-    p["groups"], p["two_phase_groups"], p["download"] = select.groups_for(p, [f"{table}:{dataset}"])
+    p.update(select.groups_for(p, [f"{table}:{dataset}"]))
     t, section = p[table], p[table][dataset]
     ntype, levels = next(iter(t["noise"]["settings"].items()))
     t["noise"]["settings"], t["noise"]["seeds"] = {ntype: levels[:1]}, [0]

@@ -96,13 +96,22 @@ def test_runs_are_in_mlflow(repo):
     assert child.data.tags["seed"] in ("0", "1") and child.data.params["loss.alpha"] == "0.01"
     assert len(child.data.metrics) > 5
     assert (root / "mlartifacts").is_dir()  # the report's table and figure, attached to parents
+    # one stage trained sce_table1's three groups: a parent run each, its own runs under it
+    parents, runs = _top_level_runs(root, "sce_table1")
+    assert sorted(p.data.tags["group"] for p in parents) == [
+        "sce_table1-ce-digits", "sce_table1-forward-digits", "sce_table1-sl-digits"]
+    assert {p.data.tags["dvc_stage"] for p in parents} == {"pretrain@sce_table1-digits"}
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(children) == 6 and {r.data.tags["group"] for r in children} == {parent.data.tags["group"]}
+    assert {r.info.status for r in runs} == {"FINISHED"}
 
 
 def test_forward_used_the_realized_matrix_of_its_labels(repo):
     root, _, _, _ = repo
-    noise_info = json.loads((root / "data/noisy/sce_table1-forward-digits/noise.json").read_text())
+    noise_info = json.loads((root / "data/noisy/sce_table1-digits/sce_table1-forward-digits/noise.json").read_text())
     realized = {(r["setting"], r["seed"]): r["realized_matrix"] for r in noise_info["runs"]}
-    with np.load(root / "data/runs/sce_table1-forward-digits/asymmetric-0.3-s1.npz") as run:
+    with np.load(root / "data/runs/sce_table1-digits/sce_table1-forward-digits/asymmetric-0.3-s1.npz") as run:
         assert np.array_equal(run["transition_matrix"], np.array(realized[("asymmetric-0.3", 1)]))
 
 

@@ -241,6 +241,17 @@ def test_stacks_follow_the_setting_and_take_loss_overrides_and_keep_unstackable_
     assert [len(u) for u in stack.units(forward, workers=1)] == [1] * len(forward)
 
 
+def test_runs_of_several_groups_share_a_stack_when_only_their_loss_numbers_differ():
+    """A stage trains the groups of a table together (params `train_stages`): SL groups that
+    differ only in alpha make one stack, each run trained as alone; CE gets its own."""
+    a, data = _jobs({"loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0}})
+    b, _ = _jobs({"loss": {"name": "sl", "alpha": 0.1, "beta": 1.0, "A": -4.0}})
+    ce, _ = _jobs({"loss": {"name": "ce"}})
+    assert a[0].run.group is not b[0].run.group
+    assert [len(u) for u in stack.units(a + b + ce, workers=1)] == [8, 4]
+    _assert_same_runs([loop.train(data, job) for job in a + b], stack.train_stack(data, a + b))
+
+
 def test_a_stack_of_runs_with_their_own_loss_overrides_trains_each_as_alone():
     method = {"loss": {"name": "gce", "q": 0.7}, "overrides": {"symmetric-0.4": {"q": 0.3}}}
     jobs, data = _jobs(method)

@@ -360,8 +360,8 @@ def train(data: Tensors, job: Job, report=None) -> RunResult:
     started = int(time.time() * 1000)
     on_epoch = None
     if report:
-        report("start", job.run.name, started)
-        on_epoch = functools.partial(report, "epoch", job.run.name)
-    result = kinds[job.kind](data, job, f"{job.run.group.name} {job.run.name}", on_epoch)
+        report("start", job.run.key, started)
+        on_epoch = functools.partial(report, "epoch", job.run.key)
+    result = kinds[job.kind](data, job, job.run.key, on_epoch)
     result.started_ms, result.ended_ms = started, int(time.time() * 1000)
     return result

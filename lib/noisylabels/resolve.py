@@ -8,9 +8,13 @@ A run group is one method on one data set over a grid of noise settings and seed
   noise setting, several seeds); what `dvc exp run -S loss.alpha=0.1` changes.
 - a paper table group, listed in `groups:` as {table, dataset, method}: its settings come
   from `<table>.noise` (the grid) and `<table>.<dataset>` (model, train and
-  `methods.<method>`: a loss, optional `procedure` and per-setting `overrides`).
+  `methods.<method>`: a loss, optional `procedure` and per-setting `overrides`). The groups
+  of one table and data set train in one DVC stage, pretrain@<table>-<dataset>: the keys of
+  `train_stages` (group.unit, train_stage_groups).
 - a two-phase group, listed in `two_phase_groups:` the same way: its method has a
-  `pretrain` and a `finetune` section, each with optional `overrides`.
+  `pretrain` and a `finetune` section, each with optional `overrides`. It has stages of its
+  own (pretrain-two_phase@<group>, finetune@<group>), so that a change to phase 2 does not
+  rerun phase 1.
 The settings' types, bounds and registries are in spec/; here are only the rules that join
 two sections (a loss's start epoch within train.epochs, a matrix of the data set's class
 count) and the per-setting overrides. A bad value raises ConfigError with one line.
@@ -26,7 +30,7 @@ import yaml
 from noisylabels.errors import ConfigError
 from noisylabels.spec.base import check, join
 from noisylabels.spec.datasets import DATASETS, Dataset
-from noisylabels.spec.groups import Download, GroupEntry, TableDataset
+from noisylabels.spec.groups import Download, GroupEntry, TableDataset, TrainStage
 from noisylabels.spec.losses import LossSpec
 from noisylabels.spec.methods import SinglePhase, TwoPhase
 from noisylabels.spec.models import Model, ModelSpec
@@ -61,11 +65,25 @@ class Group:
         return isinstance(self.written, TwoPhase)
 
     @property
+    def unit(self) -> str:
+        """What its DVC stages are named after: the group, or for a single-phase table group
+        its table and data set, whose groups one stage trains (a key of `train_stages`)."""
+        if self.name == MAIN or self.two_phase:
+            return self.name
+        return f"{self.table}-{self.dataset.name}"
+
+    @property
+    def folder(self) -> str:
+        """Its folder in data/noisy and data/runs: <unit>, or <unit>/<group> in a stage of
+        several groups."""
+        return self.name if self.unit == self.name else f"{self.unit}/{self.name}"
+
+    @property
     def stage(self) -> str:
-        """The DVC stage that writes this group's final runs (data/runs/<group>)."""
+        """The DVC stage that writes this group's final runs (data/runs/<folder>)."""
         if self.name == MAIN:
             return "pretrain-main"
-        return f"finetune@{self.name}" if self.two_phase else f"pretrain@{self.name}"
+        return f"finetune@{self.name}" if self.two_phase else f"pretrain@{self.unit}"
 
     @property
     def phase1_stage(self) -> str:
@@ -100,6 +118,11 @@ class Run:
     @property
     def name(self) -> str:
         return f"{self.setting.name}-s{self.seed}"
+
+    @property
+    def key(self) -> str:
+        """The run among all runs of a stage, which may train several groups."""
+        return f"{self.group.name} {self.name}"
 
     @property
     def method(self) -> Method:
@@ -150,6 +173,31 @@ def group_names(params: dict) -> list[str]:
         name = both[0] if both else MAIN
         raise ConfigError(f"group={name!r}: listed twice (main, groups, two_phase_groups); expected one entry")
     return [MAIN, *lists["groups"], *lists["two_phase_groups"]]
+
+
+def train_stages(params: dict) -> dict[str, list[str]]:
+    """`train_stages` key -> the `groups` that the DVC stage pretrain@<key> trains: those with
+    the entry's table and data set. Every group's table and data set has an entry, and every
+    entry a group (dvc.yaml's foreach makes a stage of each)."""
+    stages = check(dict[str, TrainStage], "train_stages", params.get("train_stages") or {})
+    groups = check(dict, "groups", params.get("groups") or {})
+    units = {}
+    for name, entry in groups.items():
+        entry = check(GroupEntry, f"groups.{name}", entry)
+        units.setdefault(f"{entry.table}-{entry.dataset}", []).append(name)
+    for key, entry in stages.items():
+        if key != f"{entry.table}-{entry.dataset}":
+            raise ConfigError(f"train_stages.{key}: expected the key {entry.table}-{entry.dataset} (<table>-<dataset>)")
+        if key not in units:
+            raise ConfigError(f"train_stages.{key}: no group of `groups` has table {entry.table} and data set "
+                              f"{entry.dataset}; expected the entry removed")
+        if key in group_names(params):
+            raise ConfigError(f"train_stages.{key}: also the name of a group; expected group names <table>-<method>-<dataset>")
+    missing = sorted(set(units) - set(stages))
+    if missing:
+        raise ConfigError(f"train_stages: no entry {missing[0]} for the groups {', '.join(units[missing[0]])}; "
+                          "expected one entry per table and data set of `groups`")
+    return units
 
 
 def _require(params: dict, key: str):
@@ -300,3 +348,15 @@ def resolve_group(params: dict, name: str) -> Group:
                               f"group {name!r}")
     settings = group["settings"]
     return Group(**group, written=written, per_setting={s.name: per_setting.get(s.name, written) for s in settings})
+
+
+def resolve_unit(params: dict, name: str) -> list[Group]:
+    """What a training stage's `--group NAME` trains: that group ("main" or a key of a group
+    list), or every group of `train_stages.<NAME>`."""
+    if name == MAIN or name in group_names(params):
+        return [resolve_group(params, name)]
+    stages = train_stages(params) if name in (params.get("train_stages") or {}) else {}
+    if name not in stages:
+        raise ConfigError(f"group={name!r}: expected main, a key of train_stages, groups or two_phase_groups: "
+                          f"{', '.join([*(params.get('train_stages') or {}), *group_names(params)[1:]])}")
+    return [resolve_group(params, g) for g in stages[name]]

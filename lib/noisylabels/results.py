@@ -1,7 +1,8 @@
 """The training stages' on-disk format, which the next stage reads.
 
-data/runs/<group>/ (pretrain of a single-phase group, finetune of a two-phase one) and
-data/phase1/<group>/ (pretrain of a two-phase group) hold:
+data/runs/<group.folder>/ (pretrain of a single-phase group: data/runs/<table>-<dataset>/<group>;
+finetune of a two-phase one: data/runs/<group>) and data/phase1/<group>/ (pretrain of a
+two-phase group) hold:
 group.json   the group's resolved settings, and per run: name, setting, seed, the method's
              final metrics (e.g. D2L's turning epoch)
 <run>.npz    the per-epoch history (history_<key>: loop.HISTORY_KEYS and the method's own),

@@ -4,9 +4,10 @@
 
 Each TABLE:DATASET argument adds a group `<table>-<method>-<dataset>` for every method of
 the params section `<table>.<dataset>` (to `groups`, or to `two_phase_groups` for a method
-with pretrain and finetune sections). `groups`, `two_phase_groups` and `download` (the data
-sets to download: those of the groups, and the main experiment's) are replaced, one line
-per group; every other line of params.yaml, comments included, stays as it is. The new params are validated before
+with pretrain and finetune sections) and, with single-phase methods, the `train_stages`
+entry that trains them. `groups`, `train_stages`, `two_phase_groups` and `download` (the
+data sets to download: those of the groups, and the main experiment's) are replaced, one
+line per entry; every other line of params.yaml, comments included, stays as it is. The new params are validated before
 anything is written. `git checkout params.yaml` goes back to the default (digits) run.
 """
 from __future__ import annotations
@@ -20,12 +21,15 @@ from noisylabels.cli import Stage, stage_errors
 import yaml
 
 from noisylabels.errors import ConfigError
-from noisylabels.resolve import group_names, load_params, resolve_group
+from noisylabels.resolve import group_names, load_params, resolve_group, train_stages
 
 
-def groups_for(params: dict, selections: list[str]) -> tuple[dict, dict, list[str]]:
-    """(groups, two_phase_groups, download) for `TABLE:DATASET` selections."""
-    groups, two_phase, download = {}, {}, [(params.get("data") or {}).get("name", "digits")]  # main's data set
+LISTS = ("download", "groups", "train_stages", "two_phase_groups")
+
+
+def groups_for(params: dict, selections: list[str]) -> dict:
+    """LISTS -> their values for `TABLE:DATASET` selections."""
+    groups, stages, two_phase, download = {}, {}, {}, [(params.get("data") or {}).get("name", "digits")]  # main's data set
     for sel in selections:
         table, _, dataset = sel.partition(":")
         section = params.get(table, {}).get(dataset) if isinstance(params.get(table), dict) else None
@@ -35,8 +39,10 @@ def groups_for(params: dict, selections: list[str]) -> tuple[dict, dict, list[st
         for method, cfg in section["methods"].items():
             target = two_phase if isinstance(cfg, dict) and "pretrain" in cfg else groups
             target[f"{table}-{method}-{dataset}"] = {"table": table, "dataset": dataset, "method": method}
+            if target is groups:
+                stages[f"{table}-{dataset}"] = {"table": table, "dataset": dataset}
         download += [dataset] if dataset not in download else []
-    return groups, two_phase, download
+    return {"download": download, "groups": groups, "train_stages": stages, "two_phase_groups": two_phase}
 
 
 def _block(name: str, value) -> list[str]:
@@ -45,7 +51,7 @@ def _block(name: str, value) -> list[str]:
         return [f"{name}: [{', '.join(value)}]"]
     if not value:
         return [f"{name}: {{}}"]
-    return [f"{name}:"] + [f"  {k}: {{table: {v['table']}, dataset: {v['dataset']}, method: {v['method']}}}"
+    return [f"{name}:"] + [f"  {k}: {{{', '.join(f'{field}: {x}' for field, x in v.items())}}}"
                            for k, v in value.items()]
 
 
@@ -75,20 +81,21 @@ def main(selections, params_file):
     path = Path(params_file)
     with stage_errors():
         params = load_params(path)
-        groups, two_phase, download = groups_for(params, list(selections))
-        new = {**params, "groups": groups, "two_phase_groups": two_phase, "download": download}
+        new = {**params, **groups_for(params, list(selections))}
         for name in group_names(new):
             resolve_group(new, name)
+        train_stages(new)
     text = path.read_text()
-    for key in ("download", "groups", "two_phase_groups"):
+    for key in LISTS:
         if not any(line.startswith(f"{key}:") for line in text.splitlines()):
             text += f"{key}: {{}}\n"
-    text = rewrite(text, {k: _block(k, new[k]) for k in ("download", "groups", "two_phase_groups")})
-    assert yaml.safe_load(text) == new  # only these three keys changed
+    text = rewrite(text, {k: _block(k, new[k]) for k in LISTS})
+    assert yaml.safe_load(text) == new  # only these keys changed
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-    click.echo(f"{path}: {len(groups)} groups, {len(two_phase)} two-phase groups; download: {', '.join(download)}")
+    click.echo(f"{path}: {len(new['groups'])} groups, {len(new['two_phase_groups'])} two-phase groups; "
+               f"download: {', '.join(new['download'])}")
 
 
 if __name__ == "__main__":

@@ -437,11 +437,11 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
     saved: the runs' checkpoints of one epoch, to resume from."""
     runs = [job.run for job in jobs]
     group, device, n_runs = runs[0].group, data.train_x.device, len(jobs)
-    descs = [f"{group.name} {run.name}" for run in runs]
+    descs = [run.key for run in runs]
     started = int(time.time() * 1000)
     if report:
         for run in runs:
-            report("start", run.name, started)
+            report("start", run.key, started)
     # each run's initial weights and global generator state as loop.train makes them
     models, rngs = [], []
     for run in runs:
@@ -551,7 +551,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                 histories[r][key].append(value)
         for r, run in enumerate(runs):
             if report:
-                report("epoch", run.name, {key: (len(v), v[-1]) for key, v in histories[r].items()})
+                report("epoch", run.key, {key: (len(v), v[-1]) for key, v in histories[r].items()})
         plan = jobs[0].checkpoint
         if plan and epoch < method.epochs and plan.due(epoch, last_save):
             for r, job in enumerate(jobs):  # each run's state as loop.train saves it

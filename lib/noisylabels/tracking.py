@@ -79,10 +79,22 @@ def check_store(uri: str | None = None) -> str:
                 f"or unset MLFLOW_TRACKING_URI to use the repository's mlflow.db"
             ) from e
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise TrackingError(f"tracking uri {uri!r}: folder {folder} does not exist or is not writable")
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.parent.is_dir() or not os.access(db.parent, os.W_OK):
+            raise TrackingError(f"tracking uri {uri!r}: folder {db.parent} does not exist or is not writable")
+        if db.exists():  # a truncated or garbled file: milliseconds with sqlite3, where MLflow takes seconds
+            try:
+                with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+                    con.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.Error as e:
+                raise unusable(uri, e) from None
     return uri
+
+
+def unusable(uri: str, e: Exception) -> TrackingError:
+    reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    return TrackingError(f"tracking store {uri!r}: unusable ({reason}); move the file aside (a new store is "
+                         "created) or point MLFLOW_TRACKING_URI at a working one")
 
 
 @lru_cache(maxsize=None)  # one `git rev-parse` per process, not one per run
@@ -203,13 +215,11 @@ class Tracker:
 
         self.uri = check_store(uri)
         self.root = project_root()
-        try:  # a truncated or garbled store fails here, before any training
+        try:  # a store that check_store passed and MLflow cannot open (its schema, say)
             self.client = MlflowClient(tracking_uri=self.uri)
             self.client.search_experiments(max_results=1)
         except Exception as e:  # MLflow's and SQLAlchemy's many error types: all one line here
-            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise TrackingError(f"tracking store {self.uri!r}: unusable ({reason}); move the file aside (a new "
-                                "store is created) or point MLFLOW_TRACKING_URI at a working one") from None
+            raise unusable(self.uri, e) from None
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
             if db.parent.resolve() == self.root and db.exists():  # the repository's own store
@@ -263,12 +273,14 @@ class Tracker:
                                                      [InputTag("mlflow.data.context", "training")])])
 
     @contextmanager
-    def ended_on_error(self, run_id: str):
-        """Within: an exception or a signal ends the run KILLED or FAILED (end_status)."""
+    def ended_on_error(self, runs: str | dict[str, str]):
+        """Within: an exception or a signal ends the run KILLED or FAILED (end_status); runs:
+        a run id, or a dict whose values are run ids (those in it when the error comes)."""
         try:
             yield
         except BaseException as e:
-            self.finish(run_id, end_status(e))
+            for run_id in [runs] if isinstance(runs, str) else list(runs.values()):
+                self.finish(run_id, end_status(e))
             raise
 
     @staticmethod
@@ -321,7 +333,7 @@ LIVE_EVERY_S = 5.0  # how often the curves of the runs in training are written t
 
 
 class LiveRuns:
-    """The model runs of one group as they train (runner.py feeds it the workers' progress).
+    """The model runs of a stage (one group, or several of one table) as they train (runner.py feeds it the workers' progress).
 
     `add` takes loop.train's progress events: ("start", run, ms) creates the run (its real
     start time, tags, params); ("epoch", run, {key: (step, value)}) is buffered and written
@@ -330,9 +342,9 @@ class LiveRuns:
     stage) and the final metrics, and ends the run at its training's end. A run whose Ray
     task was lost and retried shows as a FAILED run and the retried one."""
 
-    def __init__(self, tracker: Tracker, experiment: str, parent_id: str, runs: dict[str, tuple[str, dict, dict]]):
-        self.tracker, self.experiment, self.parent = tracker, experiment, parent_id
-        self.runs = runs  # run -> (MLflow run name, tags, params)
+    def __init__(self, tracker: Tracker, experiment: str, runs: dict[str, tuple[str, dict, dict, str]]):
+        self.tracker, self.experiment = tracker, experiment
+        self.runs = runs  # run (resolve.Run.key) -> (MLflow run name, tags, params, parent run id)
         self.ids: dict[str, str] = {}
         self.logged: dict[str, set] = {}  # run -> the (key, step) pairs written
         self.pending: dict[str, list] = {}  # run -> Metric entries not written yet
@@ -340,8 +352,8 @@ class LiveRuns:
         self.last_write = time.monotonic()
 
     def _create(self, run: str, start_ms: int | None) -> str:
-        name, tags, params = self.runs[run]
-        self.ids[run] = self.tracker.start_run(self.experiment, name, {**tags, "mlflow.parentRunId": self.parent},
+        name, tags, params, parent = self.runs[run]
+        self.ids[run] = self.tracker.start_run(self.experiment, name, {**tags, "mlflow.parentRunId": parent},
                                                params, start_ms)
         self.logged[run] = set()
         return self.ids[run]

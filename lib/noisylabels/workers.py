@@ -245,8 +245,8 @@ class RayWorkers:
             raise e.cause from None
         except self.ray.exceptions.RayError as e:  # lost more often than max_retries, out of memory, ...
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            names = ", ".join(job.run.name for job in unit)
-            raise ExecutorError(f"{unit[0].run.group.name} {names}: the Ray task failed ({reason})") from None
+            names = ", ".join(job.run.key for job in unit)
+            raise ExecutorError(f"{names}: the Ray task failed ({reason})") from None
 
     def __enter__(self):
         return self

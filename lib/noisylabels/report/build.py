@@ -27,7 +27,7 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
         runs, _ = tables.collect(params, metrics_dir)
         groups = {g: resolve_group(params, g) for g in runs["group"].unique()}
         for g, group in groups.items():
-            results.load_group(f"{runs_dir}/{g}", group.stage)  # checked: a damaged folder stops here
+            results.load_group(f"{runs_dir}/{group.folder}", group.stage)  # checked: a damaged folder stops here
         curves = {t: figures.curves_path(figures_dir, t, params) for t in runs["table"].unique()}
         missing = next((f for f in curves.values() if not f.is_file()), None)
         if missing:
@@ -35,7 +35,7 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
         for target in ("tables", "claims.md", "metrics.json"):
             check_writable(out / target)
         tracker = tracking.Tracker()
-        parents = {g: tracker.find_parent(group.table, g, dir_digest(f"{runs_dir}/{g}")) for g, group in groups.items()}
+        parents = {g: tracker.find_parent(group.table, g, dir_digest(f"{runs_dir}/{group.folder}")) for g, group in groups.items()}
     summary = tables.summarize(runs)
     claims_md, claim_counts = claims.claims_report(runs)
     written = {}

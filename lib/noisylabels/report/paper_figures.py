@@ -71,7 +71,7 @@ class Runs:
 
     def arrays(self, group, setting: str) -> list[dict]:
         """The saved arrays of the group's runs at one setting, in seed order."""
-        return [results.load_run(f"{self.runs}/{group.name}", r.name, group.stage)
+        return [results.load_run(f"{self.runs}/{group.folder}", r.name, group.stage)
                 for r in self.runs_at(group, setting)]
 
     def data(self, dataset: str):
@@ -189,7 +189,7 @@ def sce_confidence(ctx: Runs, dataset: str, table="sce_table1"):
     for g in groups:
         method = g.method
         run = ctx.runs_at(g, "symmetric-0.4")[0]
-        labels = noise.load(f"{ctx.noisy}/{g.name}", g, len(data.train_labels)).for_run(run)
+        labels = noise.load(f"{ctx.noisy}/{g.folder}", g, len(data.train_labels)).for_run(run)
         fit = ~labels.val
         true, noisy = data.train_labels[fit], labels.noisy[fit]
         _, probs = _model_outputs(ctx, g, "symmetric-0.4", data, "train")
@@ -198,7 +198,7 @@ def sce_confidence(ctx: Runs, dataset: str, table="sce_table1"):
         rows += [{"panel": f"{PAPER_NAMES[method]}: mean prediction, correctly labelled '{data.classes[hard]}'",
                   "class": data.classes[c], "kind": "probability", "value": p}
                  for c, p in enumerate(probs[clean_hard].mean(0))]
-        pred = results.load_run(f"{ctx.runs}/{g.name}", run.name, g.stage)["train_pred"]
+        pred = results.load_run(f"{ctx.runs}/{g.folder}", run.name, g.stage)["train_pred"]
         for c in range(data.num_classes):
             counts = (("predictions", np.sum(pred == c)), ("true positives", np.sum((pred == c) & (true == c))))
             rows += [{"panel": f"{PAPER_NAMES[method]}: training predictions per class", "class": data.classes[c],

@@ -22,6 +22,14 @@ class GroupEntry(Spec):
     method: str
 
 
+class TrainStage(Spec):
+    """An entry of `train_stages` (key <table>-<dataset>): dvc.yaml's stage
+    pretrain@<key> trains every group of `groups` with this table and data set."""
+
+    table: str
+    dataset: DatasetName
+
+
 class TableDataset(Spec):
     """`<table>.<dataset>`: the network, the schedule and the methods (name -> section)."""
 
