@@ -241,15 +241,19 @@ def test_stacks_follow_the_setting_and_take_loss_overrides_and_keep_unstackable_
     assert [len(u) for u in stack.units(forward, workers=1)] == [1] * len(forward)
 
 
-def test_runs_of_several_groups_share_a_stack_when_only_their_loss_numbers_differ():
-    """A stage trains the groups of a table together (params `train_stages`): SL groups that
-    differ only in alpha make one stack, each run trained as alone; CE gets its own."""
+def test_runs_of_several_groups_and_losses_share_a_stack_and_train_as_alone():
+    """A stage trains the groups of a table together (params `train_stages`): runs of plain
+    losses make one stack whatever their loss (each loss computed once per step on its
+    runs' rows), each run trained as alone; a matrix loss or truncated Lq keeps its own."""
     a, data = _jobs({"loss": {"name": "sl", "alpha": 0.01, "beta": 1.0, "A": -4.0}})
     b, _ = _jobs({"loss": {"name": "sl", "alpha": 0.1, "beta": 1.0, "A": -4.0}})
     ce, _ = _jobs({"loss": {"name": "ce"}})
+    forward, _ = _jobs({"loss": {"name": "forward", "matrix": "realized", "anchor_percentile": 97.0}})
+    lq, _ = _jobs({"loss": {"name": "truncated_lq", "q": 0.7, "k": 0.5, "start_epoch": 1, "interval": 1}})
     assert a[0].run.group is not b[0].run.group
-    assert [len(u) for u in stack.units(a + b + ce, workers=1)] == [8, 4]
-    _assert_same_runs([loop.train(data, job) for job in a + b], stack.train_stack(data, a + b))
+    assert [len(u) for u in stack.units(a + ce + b + forward + lq, workers=1)] == [12, 4, 4]
+    mixed = [a[0], ce[1], b[2], ce[3], a[1]]  # three losses, interleaved
+    _assert_same_runs([loop.train(data, job) for job in mixed], stack.train_stack(data, mixed))
 
 
 def test_a_stack_of_runs_with_their_own_loss_overrides_trains_each_as_alone():

@@ -77,15 +77,17 @@ def units(jobs: list[loop.Job], workers: int) -> list[list[loop.Job]]:
 
 
 def _stack_key(job: loop.Job):
-    """What the runs of one stack share: the method, but for the numbers of a loss that its
-    runs compute each with their own (a per-setting override; _Stacked.loss_fns): a plain
-    loss of a standard single-phase method, or phase 2's loss (phase 1 does not train here)."""
+    """What the runs of one stack share: the method, but for a loss that its runs compute
+    each with their own (_Stacked.parts): any plain loss of a standard single-phase method
+    (a per-setting override, or another group of the stage: CE, GCE and SL runs in one
+    stack), or the numbers of phase 2's loss (phase 1 does not train here). A loss with a
+    transition matrix or a sample-weight schedule (truncated Lq) stacks only with its own."""
     m = job.run.method
     if job.kind == "finetune":
         return m.finetune.model_copy(update={"loss": m.finetune.loss.name})
     if (job.kind == "single" and m.procedure.name == "standard" and m.loss.name != "truncated_lq"
             and not hasattr(m.loss, "matrix")):
-        return m.model_copy(update={"loss": m.loss.name, "overrides": {}})
+        return m.model_copy(update={"loss": "each run's own", "overrides": {}})
     return m
 
 
@@ -192,6 +194,16 @@ def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
 
 # --- methods with per-run state: methods.py's hooks for N runs at once ----------------------
 
+def _parts(specs: list, loss_fn) -> list[tuple] | None:
+    """[(loss function, its runs' rows)], one per distinct loss spec among the runs' `specs`
+    (loss_fn(r): run r's function), for _Stacked._loss to call each loss once per step on
+    the rows of the runs that have it; None when they all have one loss."""
+    rows: dict[str, list[int]] = {}
+    for r, spec in enumerate(specs):
+        rows.setdefault(spec.model_dump_json(), []).append(r)
+    return [(loss_fn(r[0]), torch.tensor(r)) for r in rows.values()] if len(rows) > 1 else None
+
+
 class _Stacked:
     """A method's hooks for a stack (methods.Standard's, per run): the standard procedure's
     loss and no state. `saved`: the runs' checkpoints, whose "method" entries the subclasses
@@ -199,9 +211,10 @@ class _Stacked:
 
     def __init__(self, trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved: list[dict] | None):
         self.loss_fn, self.n = trainer.loss_fn, model.n
+        # runs with their own losses (_stack_key: other numbers, or other losses of another
+        # group of the stage)
         specs = [job.run.method.loss for job in jobs] if jobs[0].kind == "single" else []
-        # runs with their own loss numbers (_stack_key): each run's loss on its slice
-        self.loss_fns = None if all(spec == specs[0] for spec in specs) else [make_loss(s) for s in specs]
+        self.parts = _parts(specs, lambda r: make_loss(specs[r]))
 
     def batch_loss(self, model: StackedMLP, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
                    sizes: list[int] | None = None):
@@ -213,10 +226,16 @@ class _Stacked:
         return self._loss(logits, targets), logits
 
     def _loss(self, logits, targets, **extra):
-        if self.loss_fns:
-            return torch.stack([fn(z, t, **extra) for fn, z, t in zip(self.loss_fns, logits, targets)])
+        """N x B per-sample losses; extra: the loss's other inputs, N * B values each."""
         n, b = targets.shape[:2]
-        return self.loss_fn(logits.flatten(0, 1), targets.flatten(0, 1), **extra).view(n, b)
+        if not self.parts:
+            return self.loss_fn(logits.flatten(0, 1), targets.flatten(0, 1), **extra).view(n, b)
+        out = logits.new_empty(n, b)
+        for fn, rows in self.parts:
+            rows = rows.to(logits.device)
+            part = {k: v.view(n, b)[rows].flatten() for k, v in extra.items()}
+            out[rows] = fn(logits[rows].flatten(0, 1), targets[rows].flatten(0, 1), **part).view(len(rows), b)
+        return out
 
     def after_backward(self, idx: torch.Tensor) -> None:
         pass
@@ -347,8 +366,7 @@ class _Finetune(_Stacked):
                                      for job in jobs[1:]]  # the first run's is the shared trainer
         for t, state in zip(self.trainers, saved or []):
             t.restore(state["method"])
-        if any(job.run.method.finetune.loss != jobs[0].run.method.finetune.loss for job in jobs):
-            self.loss_fns = [t.loss_fn for t in self.trainers]
+        self.parts = _parts([job.run.method.finetune.loss for job in jobs], lambda r: self.trainers[r].loss_fn)
 
     def batch_loss(self, model, x, targets, idx, sizes=None):
         logits = model(x)
