@@ -152,7 +152,7 @@ def _model_outputs(ctx: Runs, group, setting: str, data, split: str):
     run = ctx.runs_at(group, setting)[0]
     tensors = loop.to_tensors(data, torch.device("cpu"), group.train)
     model = models.build_model(group.model, tensors.train_x.shape[1:], data.num_classes)
-    model.load_state_dict(torch.load(Path(ctx.runs) / group.name / f"{run.name}.pt", weights_only=True))
+    model.load_state_dict(torch.load(Path(ctx.runs) / group.folder / f"{run.name}.pt", weights_only=True))
     x = tensors.test_x if split == "test" else tensors.train_x
     return _penultimate(model, x[torch.arange(len(x))])
 
