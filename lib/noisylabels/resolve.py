@@ -10,7 +10,7 @@ A run group is one method on one data set over a grid of noise settings and seed
   from `<table>.noise` (the grid) and `<table>.<dataset>` (model, train and
   `methods.<method>`: a loss, optional `procedure` and per-setting `overrides`). The groups
   of one table and data set train in one DVC stage, pretrain@<table>-<dataset>: the keys of
-  `train_stages` (group.unit, train_stage_groups).
+  `train_stages` (Group.unit, train_stages, resolve_unit).
 - a two-phase group, listed in `two_phase_groups:` the same way: its method has a
   `pretrain` and a `finetune` section, each with optional `overrides`. It has stages of its
   own (pretrain-two_phase@<group>, finetune@<group>), so that a change to phase 2 does not
@@ -192,7 +192,8 @@ def train_stages(params: dict) -> dict[str, list[str]]:
             raise ConfigError(f"train_stages.{key}: no group of `groups` has table {entry.table} and data set "
                               f"{entry.dataset}; expected the entry removed")
         if key in group_names(params):
-            raise ConfigError(f"train_stages.{key}: also the name of a group; expected group names <table>-<method>-<dataset>")
+            raise ConfigError(f"train_stages.{key}: also the name of a group; expected group names "
+                              "<table>-<method>-<dataset>")
     missing = sorted(set(units) - set(stages))
     if missing:
         raise ConfigError(f"train_stages: no entry {missing[0]} for the groups {', '.join(units[missing[0]])}; "

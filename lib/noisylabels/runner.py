@@ -1,10 +1,11 @@
 """The pretrain and finetune stages' logic: check a group's inputs, train its runs, log them
 to MLflow, save them.
 
-`train_stage` resolves the group, loads its data set, noisy labels and (phase 2) phase 1's
-artefacts, checks everything that could fail inside a worker, then starts the workers
-(processes here, or a Ray cluster's tasks: workers.py), opens the MLflow parent run of the
-group (one per stage execution, in the table's experiment) while they start, logs each
+`train_stage` resolves the group (or the groups of a `train_stages` entry, which train
+together), loads its data set, noisy labels and (phase 2) phase 1's artefacts, checks
+everything that could fail inside a worker, then starts the workers (processes here, or a
+Ray cluster's tasks: workers.py) on the runs, opens MLflow and the parent run of each
+group (one per stage execution, in the table's experiment) while they train, logs each
 trained model as a nested run from its start (params, per-epoch history as it trains) to
 its end (its final metrics, computed by metrics.run_record as the evaluate stage computes
 them: tracking.LiveRuns), puts the seed summary on the parent, and writes the
@@ -115,8 +116,9 @@ def _train_and_log(groups, dataset, device, jobs: list[loop.Job], how: dict, out
             records = {g.name: [] for g in groups}
             trained = {g.name: {} for g in groups}
             live = tracking.LiveRuns(tracker, groups[0].table, {
-                job.run.key: (tracking.run_name(job.run), {**tracking.run_tags(job.run), **extra_tags[job.run.group.name]},
-                              tracking.run_params(job.run), parents[job.run.group.name]) for job in jobs})
+                job.run.key: (tracking.run_name(job.run), {**tracking.run_tags(job.run), **extra_tags[g]},
+                              tracking.run_params(job.run), parents[g])
+                for job in jobs for g in [job.run.group.name]})
             live.add(early)  # the runs started so far appear in MLflow, with their real start times
             with live.ended_on_error():
                 for job in jobs:
@@ -133,7 +135,8 @@ def _train_and_log(groups, dataset, device, jobs: list[loop.Job], how: dict, out
                     click.echo(f"{run.key}: test acc last {acc[-1]:.4f}, max {max(acc):.4f}")
             for g in groups:
                 results.save(outs[g.name], g, trained[g.name])
-                tracker.log_metrics(parents[g.name], metrics.seed_summary(records[g.name], [s.name for s in g.settings]))
+                summary = metrics.seed_summary(records[g.name], [s.name for s in g.settings])
+                tracker.log_metrics(parents[g.name], summary)
                 tracker.set_tags(parents[g.name], {"outputs": dir_digest(outs[g.name])})  # how the report finds it
     for parent in parents.values():
         tracker.finish(parent)
