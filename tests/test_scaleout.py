@@ -36,7 +36,7 @@ def test_a_group_trained_by_ray_tasks_equals_the_local_executor(tmp_path, params
     args = prepared(params)
     group = "sce_table1-forward-digits"  # 6 runs; the realized matrix travels with each job
     assert run_stage("noise.py", "--group", group, "--params", write_params(params), "--raw", tmp_path / "raw",
-                     "--out", tmp_path / "noisy" / group, cwd=tmp_path).returncode == 0
+                     "--out", tmp_path / "noisy" / "sce_table1-digits" / group, cwd=tmp_path).returncode == 0
     local = _train(args, group, tmp_path / "local", tmp_path, NOISYLABELS_EXECUTOR="local")
     assert local.returncode == 0, local.stderr
     ray = _train(args, group, tmp_path / "ray", tmp_path, NOISYLABELS_EXECUTOR="ray", RAY_ADDRESS=ray_address)
