@@ -185,13 +185,14 @@ def train_stages(params: dict) -> dict[str, list[str]]:
     for name, entry in groups.items():
         entry = check(GroupEntry, f"groups.{name}", entry)
         units.setdefault(f"{entry.table}-{entry.dataset}", []).append(name)
+    names = group_names(params)
     for key, entry in stages.items():
         if key != f"{entry.table}-{entry.dataset}":
             raise ConfigError(f"train_stages.{key}: expected the key {entry.table}-{entry.dataset} (<table>-<dataset>)")
         if key not in units:
             raise ConfigError(f"train_stages.{key}: no group of `groups` has table {entry.table} and data set "
                               f"{entry.dataset}; expected the entry removed")
-        if key in group_names(params):
+        if key in names:
             raise ConfigError(f"train_stages.{key}: also the name of a group; expected group names "
                               "<table>-<method>-<dataset>")
     missing = sorted(set(units) - set(stages))

@@ -194,14 +194,14 @@ def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
 
 # --- methods with per-run state: methods.py's hooks for N runs at once ----------------------
 
-def _parts(specs: list, loss_fn) -> list[tuple] | None:
+def _parts(specs: list, loss_fn, device) -> list[tuple] | None:
     """[(loss function, its runs' rows)], one per distinct loss spec among the runs' `specs`
     (loss_fn(r): run r's function), for _Stacked._loss to call each loss once per step on
     the rows of the runs that have it; None when they all have one loss."""
     rows: dict[str, list[int]] = {}
     for r, spec in enumerate(specs):
         rows.setdefault(spec.model_dump_json(), []).append(r)
-    return [(loss_fn(r[0]), torch.tensor(r)) for r in rows.values()] if len(rows) > 1 else None
+    return [(loss_fn(r[0]), torch.tensor(r, device=device)) for r in rows.values()] if len(rows) > 1 else None
 
 
 class _Stacked:
@@ -214,7 +214,7 @@ class _Stacked:
         # runs with their own losses (_stack_key: other numbers, or other losses of another
         # group of the stage)
         specs = [job.run.method.loss for job in jobs] if jobs[0].kind == "single" else []
-        self.parts = _parts(specs, lambda r: make_loss(specs[r]))
+        self.parts = _parts(specs, lambda r: make_loss(specs[r]), model.weights[0].device)
 
     def batch_loss(self, model: StackedMLP, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
                    sizes: list[int] | None = None):
@@ -231,8 +231,7 @@ class _Stacked:
         if not self.parts:
             return self.loss_fn(logits.flatten(0, 1), targets.flatten(0, 1), **extra).view(n, b)
         out = logits.new_empty(n, b)
-        for fn, rows in self.parts:
-            rows = rows.to(logits.device)
+        for fn, rows in self.parts:  # rows: on the device already (no copy per step)
             part = {k: v.view(n, b)[rows].flatten() for k, v in extra.items()}
             out[rows] = fn(logits[rows].flatten(0, 1), targets[rows].flatten(0, 1), **part).view(len(rows), b)
         return out
@@ -366,7 +365,8 @@ class _Finetune(_Stacked):
                                      for job in jobs[1:]]  # the first run's is the shared trainer
         for t, state in zip(self.trainers, saved or []):
             t.restore(state["method"])
-        self.parts = _parts([job.run.method.finetune.loss for job in jobs], lambda r: self.trainers[r].loss_fn)
+        self.parts = _parts([job.run.method.finetune.loss for job in jobs], lambda r: self.trainers[r].loss_fn,
+                            model.weights[0].device)
 
     def batch_loss(self, model, x, targets, idx, sizes=None):
         logits = model(x)
