@@ -6,11 +6,13 @@
 What is computed is in lib/noisylabels/evaluate.py. 'best' is the epoch with the top
 accuracy on the held-out *noisy* split. The training stages log the same final metrics to
 MLflow as each model finishes; this stage does not open MLflow (about 3 s). One stage for
-all groups (about 0.1 s each): DVC's cost grows with the number of stages.
+all groups (about 0.1 s each): DVC's cost grows with the number of stages. A group whose
+inputs (its runs, labels, data set, settings) and code are unchanged keeps its file
+(lib/noisylabels/memo.py; delete reports/metrics to compute every group again).
 """
 import click
 
-from noisylabels import evaluate, noise
+from noisylabels import evaluate, memo, noise
 from noisylabels.cli import Stage, groups_from_params, stage_errors, write_per_group
 from noisylabels.data import store
 from noisylabels.io import write_json
@@ -40,7 +42,11 @@ def main(group, params_file, raw, noisy, runs, phase1_dir, out):
             last = ", ".join(f"{r['run']} {r['test_acc_last']:.4f}" for r in m["runs"])
             click.echo(f"{g.name}: test acc last {last}")
 
-        write_per_group(groups, bool(group), out, "reports/metrics", lambda g: f"{g.name}.json", write)
+        kept = write_per_group(groups, bool(group), out, "reports/metrics", lambda g: f"{g.name}.json", write,
+                               lambda g: evaluate.made_from(g, raw, noisy, runs, phase1_dir))
+        if kept:
+            click.echo(f"evaluate: kept the file of {len(kept)} of {len(groups)} groups, their inputs unchanged "
+                       f"({memo.MANIFEST})")
 
 
 if __name__ == "__main__":

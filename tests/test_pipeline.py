@@ -180,13 +180,27 @@ def test_a_local_remote_round_trip_needs_no_rerun(repo, tmp_path_factory):
         (root / "data/runs/main/symmetric-0.4-s0.npz").read_bytes()
 
 
-def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo):
+def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo, tmp_path):
     root, env, dvc, _ = repo
     out = sh([*dvc, "exp", "run", "-S", "loss.alpha=0.1"], root, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # noise reruns for any params change, but its labels come out byte-identical, so no other
     # group's training reruns
     assert ran == {"validate", "noise", "pretrain-main", "evaluate", "figures", "report"}
+    # evaluate and figures make main's metrics and accuracy curves again and keep the rest
+    # (memo.py); a fresh folder made from scratch has the same bytes, _made_from.json included
+    n_groups = len(list((root / "reports/metrics").glob("*-digits.json"))) + 1
+    assert "main: test acc last" in out and "sce_table1-ce-digits: test acc last" not in out
+    assert f"evaluate: kept the file of {n_groups - 1} of {n_groups} groups" in out
+    assert "figures: reports/figures/main/main_test_acc.png" in out and "fig3_classwise_epochs" not in out
+    assert "figures: kept " in out
+    for stage, folder in (("evaluate", "metrics"), ("figures", "figures")):
+        fresh = tmp_path / folder
+        sh([sys.executable, f"stages/{stage}.py", "--out", str(fresh)], root, env)
+        kept = root / "reports" / folder
+        assert sorted(p.relative_to(kept) for p in kept.rglob("*")) == sorted(p.relative_to(fresh) for p in fresh.rglob("*"))
+        for f in fresh.rglob("*"):
+            assert f.is_dir() or (kept / f.relative_to(fresh)).read_bytes() == f.read_bytes(), f
     parents, _ = _top_level_runs(root, "main")
     assert len(parents) == 3  # one new row in the MLflow UI
     assert parents[0].data.params["loss.alpha"] == "0.1" and parents[0].data.tags["dvc_exp_name"]

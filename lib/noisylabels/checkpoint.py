@@ -22,15 +22,13 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from noisylabels.errors import ConfigError
-
-PACKAGE = Path(__file__).resolve().parent
+from noisylabels.io import code_digest
 
 
 def parse_every(text: str) -> tuple[int | None, float | None]:
@@ -41,18 +39,10 @@ def parse_every(text: str) -> tuple[int | None, float | None]:
     return (int(match[1]), None) if match[2] != "min" else (None, float(match[1]))
 
 
-@lru_cache(maxsize=None)
-def code_hash() -> str:
-    h = hashlib.sha256()
-    for f in sorted(PACKAGE.rglob("*.py")):
-        h.update(f.relative_to(PACKAGE).as_posix().encode() + f.read_bytes())
-    return h.hexdigest()
-
-
 def fingerprint(params: dict, kind: str, arrays: list[np.ndarray]) -> str:
     """What a checkpoint must match: the run's MLflow params, the kind of job, its input
     arrays (labels, held-out mask, phase-1 labels or mask) and the code."""
-    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + kind.encode() + code_hash().encode())
+    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + kind.encode() + code_digest().encode())
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()

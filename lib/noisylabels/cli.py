@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 import click
 
+from noisylabels import memo
 from noisylabels.errors import ConfigError, DataError, DivergenceError, ExecutorError, TrackingError
 from noisylabels.io import atomic_dir, check_writable
 from noisylabels.resolve import group_names, load_params, resolve_group
@@ -86,17 +87,31 @@ def groups_from_params(params_file: str, group: str | None) -> list:
     return [resolve_group(params, name) for name in ([group] if group else group_names(params))]
 
 
-def write_per_group(groups: list, one: bool, out, root: str, name, write) -> None:
+def write_per_group(groups: list, one: bool, out, root: str, name, write, key=None) -> list[str]:
     """Call write(group, path) for the one group (path: `out`, or <root>/<name(group)>), or for
     every group into a fresh `root` folder that replaces the old one at the end, so a group
-    no longer in params leaves nothing behind and a failure leaves the old folder whole."""
+    no longer in params leaves nothing behind and a failure leaves the old folder whole.
+    key(group): what the group's file is made from (memo.key); a group whose key is the same
+    as when the old folder was written keeps its file from there (memo.Reuse). Returns the
+    names of the groups kept."""
     check_writable(out or root)
     if one:
         write(groups[0], out or f"{root}/{name(groups[0])}")
-        return
+        return []
+    kept = []
     with atomic_dir(out or root) as tmp:
+        reuse = memo.Reuse(out or root, tmp) if key else None
         for g in groups:
+            group_key = key(g) if reuse else None
+            if reuse and reuse.keep(name(g), group_key):
+                kept.append(g.name)
+                continue
             write(g, tmp / name(g))
+            if reuse:
+                reuse.made(name(g), group_key, [name(g)])
+        if reuse:
+            reuse.write()
+    return kept
 
 
 class Stopped(KeyboardInterrupt):

@@ -4,11 +4,13 @@ predictions (numpy only, no torch, no MLflow).
 Per run (metrics.run_record): last and 'best' test accuracy, class-wise test accuracy,
 accuracy on the noisy and on the true training labels, the realized noise rate, the test
 accuracy per epoch, and for a two-phase group phase 1's label-correction or noise-detection
-metrics.
+metrics. `made_from`: the key of a group's metrics (memo.py), so that the stage keeps the
+file of a group whose inputs did not change.
 """
 from __future__ import annotations
 
-from noisylabels import metrics, results
+from noisylabels import memo, metrics, results
+from noisylabels.io import dir_digest
 
 
 def group_metrics(group, dataset, labels, runs_dir: str, phase1_dir: str) -> dict:
@@ -29,3 +31,12 @@ def group_metrics(group, dataset, labels, runs_dir: str, phase1_dir: str) -> dic
         "epoch_offset": group.written.pretrain.total_epochs if group.two_phase else 0,
         "runs": records,
     }
+
+
+def made_from(group, raw: str, noisy: str, runs: str, phase1: str) -> str:
+    """memo.key of the group's metrics: its settings and every file group_metrics reads (the
+    data set, the group's labels, runs and phase-1 artefacts), under the stages' folders."""
+    folders = [f"{raw}/{group.dataset.name}", f"{noisy}/{group.folder}", f"{runs}/{group.folder}"]
+    if group.two_phase:
+        folders.append(f"{phase1}/{group.name}")
+    return memo.key(repr(group), [dir_digest(f) for f in folders])

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,16 @@ def dir_digest(path: str | Path) -> str:
     path, h = Path(path), hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(f"{f.relative_to(path).as_posix()}\0{sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def code_digest() -> str:
+    """sha256 of this package's source (every .py file under lib/noisylabels): what a
+    checkpoint or a kept output (memo.py) was made by."""
+    package, h = Path(__file__).resolve().parent, hashlib.sha256()
+    for f in sorted(package.rglob("*.py")):
+        h.update(f.relative_to(package).as_posix().encode() + f.read_bytes())
     return h.hexdigest()
 
 

@@ -16,7 +16,7 @@ from noisylabels import results, tracking
 from noisylabels.cli import stage_errors
 from noisylabels.io import atomic_dir, check_writable, dir_digest, write_json, write_text
 from noisylabels.errors import DataError
-from noisylabels.report import claims, figures, tables
+from noisylabels.report import claims, tables
 from noisylabels.resolve import load_params, resolve_group
 
 
@@ -28,7 +28,7 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
         groups = {g: resolve_group(params, g) for g in runs["group"].unique()}
         for g, group in groups.items():
             results.load_group(f"{runs_dir}/{group.folder}", group.stage)  # checked: a damaged folder stops here
-        curves = {t: figures.curves_path(figures_dir, t, params) for t in runs["table"].unique()}
+        curves = {t: tables.curves_path(figures_dir, t, params) for t in runs["table"].unique()}
         missing = next((f for f in curves.values() if not f.is_file()), None)
         if missing:
             raise DataError(f"{missing}: missing; regenerate it with `dvc repro -f figures`")

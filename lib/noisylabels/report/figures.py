@@ -1,7 +1,7 @@
-"""Plots of the report: each function draws one kind of figure from a tidy DataFrame and
-writes the PNG (atomically). The tables' accuracy curves are drawn for the report stage,
-the papers' figures (report/paper_figures.py, which builds their data) for the figures
-stage."""
+"""Plots of the figures stage: each function draws one kind of figure from a tidy DataFrame
+and writes the PNG (atomically): the tables' accuracy curves, and the papers' figures
+(report/paper_figures.py builds their data). Where a table's curves go is
+tables.curves_path, which the report stage also reads without importing matplotlib."""
 from __future__ import annotations
 
 import textwrap
@@ -13,14 +13,6 @@ matplotlib.use("Agg")  # files only; no display on a server or in CI
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
-
-from noisylabels.resolve import MAIN  # noqa: E402
-
-
-def curves_path(folder, table: str, params: dict) -> Path:
-    """Where a table's test accuracy curves are drawn (the figures stage) and found (the
-    report stage): <folder>/<the table's paper, or main>/<table>_test_acc.png."""
-    return Path(folder) / ("main" if table == MAIN else params[table]["paper"]) / f"{table}_test_acc.png"
 
 
 def _save(figure, path: Path, title: str) -> None:

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from noisylabels import loop, methods, models, noise, results
+from noisylabels import memo, noise, results
 from noisylabels.data import store
-from noisylabels.io import atomic_dir, check_writable
+from noisylabels.io import atomic_dir, check_writable, dir_digest
 from noisylabels.report import figures, tables
 from noisylabels.report.published import PAPER_NAMES
-from noisylabels.resolve import group_names, load_params, resolve_group
+from noisylabels.resolve import MAIN, group_names, load_params, resolve_group
 
 
 class NotRun(Exception):
@@ -45,6 +44,7 @@ class Runs:
     runs: str
     _all: list = field(init=False, repr=False)
     _data: dict = field(default_factory=dict, init=False, repr=False)
+    _inputs: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         self._all = [resolve_group(self.params, name) for name in group_names(self.params)]
@@ -78,6 +78,16 @@ class Runs:
         if dataset not in self._data:
             self._data[dataset] = store.load(f"{self.raw}/{dataset}")
         return self._data[dataset]
+
+    def paper_inputs(self, dataset: str) -> list:
+        """What any paper figure on `dataset` may read: the settings, labels and runs of every
+        group of a paper table there (not the main experiment's), and the data set."""
+        if dataset not in self._inputs:
+            groups = [g for g in self._all if g.table != MAIN and g.dataset.name == dataset]
+            self._inputs[dataset] = [dir_digest(f"{self.raw}/{dataset}")] + [
+                (repr(g), dir_digest(f"{self.noisy}/{g.folder}"), dir_digest(f"{self.runs}/{g.folder}"))
+                for g in groups]
+        return self._inputs[dataset]
 
 
 def _label(group, setting: str) -> str:
@@ -137,6 +147,10 @@ def sce_classwise_last(ctx: Runs, dataset: str, table="sce_table1"):
 
 def _penultimate(model, x):
     """The inputs of the model's last linear layer (the representation it classifies)."""
+    import torch
+
+    from noisylabels import methods
+
     head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     captured = []
     hook = head.register_forward_hook(lambda mod, inputs, out: captured.append(inputs[0].flatten(1)))
@@ -148,7 +162,13 @@ def _penultimate(model, x):
 
 def _model_outputs(ctx: Runs, group, setting: str, data, split: str):
     """(penultimate features, predicted distributions) of the first seed's run on the test or
-    training images, from its saved weights."""
+    training images, from its saved weights. torch is imported here, not at the top: a figures
+    stage that only draws accuracy curves (the others kept, memo.py) does without its 2 s."""
+    import torch
+
+    from noisylabels import loop, models
+
+    torch.set_num_threads(1)  # as in the training workers: a figure does not depend on the core count
     run = ctx.runs_at(group, setting)[0]
     tensors = loop.to_tensors(data, torch.device("cpu"), group.train)
     model = models.build_model(group.model, tensors.train_x.shape[1:], data.num_classes)
@@ -161,6 +181,7 @@ def sce_tsne(ctx: Runs, dataset: str, table="sce_table1"):
     """SCE Fig. 2 and 7: t-SNE of the penultimate-layer features of the test set, coloured by
     true class: CE clean, CE and SL at 40%, CE and SL at 60%."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     panels = [(ctx.group(table, m, dataset), s) for m, s in (("ce", "symmetric-0"), ("ce", "symmetric-0.4"),
                                                               ("sl", "symmetric-0.4"), ("ce", "symmetric-0.6"),
@@ -171,7 +192,9 @@ def sce_tsne(ctx: Runs, dataset: str, table="sce_table1"):
     for g, setting in panels:
         features, _ = _model_outputs(ctx, g, setting, data, "test")
         perplexity = min(30.0, len(features) - 1)  # sklearn's default, below the sample count
-        xy = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=0).fit_transform(features)
+        with threadpool_limits(1):  # one OpenMP thread: a figure does not depend on the core count (the
+            # other drawing process has the other core; two threads each were 1.7x slower here)
+            xy = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=0).fit_transform(features)
         rows += [{"panel": _label(g, setting), "x": a, "y": b, "class": data.classes[c]}
                  for (a, b), c in zip(xy, data.test_labels)]
     out = pd.DataFrame(rows)
@@ -292,72 +315,95 @@ FIGURES = {
 
 def build(params_file: str, raw: str, noisy: str, runs: str, metrics_dir: str, out: str,
           workers: int = 1) -> list[str]:
-    """Every figure into a fresh `out` folder that replaces the old one at the end: per table
-    its accuracy curves (out/<paper>/<table>_test_acc.png), then every paper figure on every
-    data set its table ran on. Returns the lines to print (what was written or skipped).
-    The figures are drawn by `workers` processes side by side (drawing is most of this
-    stage's time); each draws in one thread, so a figure is the same for any `workers`."""
+    """Every figure into a fresh `out` folder that replaces the old one at the end: every paper
+    figure on every data set its table ran on, then per table its accuracy curves
+    (out/<paper>/<table>_test_acc.png). A figure made from the same inputs as the one in the
+    old folder is kept from there (memo.py). Returns the lines to print (what was written,
+    kept or skipped). The figures are drawn by `workers` processes side by side (drawing is
+    most of this stage's time); each draws in one thread, so a figure is the same for any
+    `workers`."""
     params = load_params(params_file)
     ctx = Runs(params, raw, noisy, runs)
     _, curves = tables.collect(params, metrics_dir)  # every input checked before anything is drawn
     check_writable(out)
+    lines, kept, todo = [], [], []  # todo: (name, key, job)
     with atomic_dir(out) as tmp:
+        reuse = memo.Reuse(out, tmp)
         # the paper figures first: t-SNE, a third of the drawing time, then starts at once
-        jobs = [partial(_paper_figure, ctx, paper, name, spec, tmp, out)
-                for paper, figs in FIGURES.items() for name, spec in figs.items()]
-        jobs += [partial(_accuracy_curves, ctx, table, part, tmp, out)
-                 for table, part in curves.groupby("table", sort=False)]
-        return [line for lines in _run_all(jobs, workers) for line in lines]
+        for paper, figs in FIGURES.items():
+            for name, spec in figs.items():
+                datasets = ctx.datasets(spec[0])
+                if not datasets:
+                    lines.append(f"figures: {paper}/{name} skipped: no group of table {spec[0]!r} in params.yaml")
+                for dataset in datasets:
+                    todo.append((f"{paper}/{name}_{dataset}", memo.key(paper, name, ctx.paper_inputs(dataset)),
+                                 partial(_paper_figure, ctx, paper, name, spec, dataset, tmp, out)))
+        for table, part in curves.groupby("table", sort=False):
+            path = tables.curves_path("", table, params)
+            todo.append((path.with_suffix("").as_posix(),
+                         memo.key(table, tables.title(table, params), _phase1_epochs(ctx, table), part.to_csv()),
+                         partial(_accuracy_curves, ctx, table, part, tmp, out)))
+        for name, key, _ in todo:
+            if reuse.keep(name, key):
+                kept.append(name)
+        todo = [item for item in todo if item[0] not in kept]
+        for (name, key, _), (said, files) in zip(todo, _run_all([job for _, _, job in todo], workers)):
+            lines += said
+            if files:
+                reuse.made(name, key, files)
+        reuse.write()
+    if kept:
+        lines.append(f"figures: kept {len(kept)} of {len(kept) + len(todo)} figures, their inputs unchanged "
+                     f"({memo.MANIFEST})")
+    return lines
 
 
-def _accuracy_curves(ctx: Runs, table: str, part: pd.DataFrame, tmp: Path, out: str) -> list[str]:
-    phase1 = max((g.written.pretrain.total_epochs for g in ctx.groups(table) if g.two_phase), default=0)
-    path = figures.curves_path(tmp, table, ctx.params)
+def _phase1_epochs(ctx: Runs, table: str) -> int:
+    return max((g.written.pretrain.total_epochs for g in ctx.groups(table) if g.two_phase), default=0)
+
+
+def _accuracy_curves(ctx: Runs, table: str, part: pd.DataFrame, tmp: Path, out: str):
+    """(the line to print, the files written, relative to tmp)."""
+    path = tables.curves_path(tmp, table, ctx.params)
     named = part.assign(method=part["method"].map(lambda m: PAPER_NAMES.get(m, m)))
     figures.test_accuracy_curves(named, path, f"{tables.title(table, ctx.params)}: test accuracy per epoch "
-                                 "(mean ± sd over seeds)", phase1)
+                                 "(mean ± sd over seeds)", _phase1_epochs(ctx, table))
     # the same numbers in the paper figures' layout (a DVC plot: dvc_plots/curves.json)
     named.rename(columns={"setting": "panel", "method": "line", "test_acc": "value"})[
         ["panel", "line", "seed", "epoch", "value"]].to_csv(path.with_suffix(".csv"), index=False,
                                                             float_format="%.4f")
-    return [f"figures: {figures.curves_path(out, table, ctx.params)}"]
+    return [f"figures: {tables.curves_path(out, table, ctx.params)}"], \
+        [path.relative_to(tmp), path.with_suffix(".csv").relative_to(tmp)]
 
 
-def _paper_figure(ctx: Runs, paper: str, name: str, spec: tuple, tmp: Path, out: str) -> list[str]:
-    table, make, title = spec
-    datasets = ctx.datasets(table)
-    if not datasets:
-        return [f"figures: {paper}/{name} skipped: no group of table {table!r} in params.yaml"]
-    said = []
-    for dataset in datasets:
-        try:
-            data, plot = make(ctx, dataset)
-        except NotRun as e:
-            said.append(f"figures: {paper}/{name} on {dataset} skipped: {e}")
-            continue
-        path = tmp / paper / f"{name}_{dataset}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data.to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
-        plot(data, path, f"{title} ({dataset})")
-        said.append(f"figures: {Path(out) / paper / path.name}")
-    return said
+def _paper_figure(ctx: Runs, paper: str, name: str, spec: tuple, dataset: str, tmp: Path, out: str):
+    """(the lines to print, the files written, relative to tmp: none when skipped)."""
+    _, make, title = spec
+    try:
+        data, plot = make(ctx, dataset)
+    except NotRun as e:
+        return [f"figures: {paper}/{name} on {dataset} skipped: {e}"], []
+    path = tmp / paper / f"{name}_{dataset}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data.to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
+    plot(data, path, f"{title} ({dataset})")
+    return [f"figures: {Path(out) / paper / path.name}"], [path.relative_to(tmp), path.with_suffix(".csv").relative_to(tmp)]
 
 
 _jobs: list = []  # the figures to draw, inherited by the forked processes that draw them
 
 
-def _run_job(i: int) -> list[str]:
-    torch.set_num_threads(1)  # as in the training workers: a figure does not depend on the core count
+def _run_job(i: int):
     return _jobs[i]()
 
 
-def _run_all(jobs: list, workers: int) -> list[list[str]]:
-    """Each job's lines, in job order. The processes are forked: they inherit the jobs, with
+def _run_all(jobs: list, workers: int) -> list:
+    """Each job's result, in job order. The processes are forked: they inherit the jobs, with
     the runs and data sets they read. Without fork, or with one worker, the jobs run here."""
     _jobs[:] = jobs
     try:
         processes = min(workers, len(jobs))
-        if processes == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        if processes <= 1 or "fork" not in multiprocessing.get_all_start_methods():
             return [_run_job(i) for i in range(len(jobs))]
         with multiprocessing.get_context("fork").Pool(processes) as pool:
             return pool.map(_run_job, range(len(jobs)), chunksize=1)

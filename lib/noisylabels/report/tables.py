@@ -58,6 +58,12 @@ def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.Dat
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
+def curves_path(folder, table: str, params: dict) -> Path:
+    """Where a table's test accuracy curves are drawn (the figures stage) and found (the
+    report stage): <folder>/<the table's paper, or main>/<table>_test_acc.png."""
+    return Path(folder) / ("main" if table == MAIN else params[table]["paper"]) / f"{table}_test_acc.png"
+
+
 def title(table: str, params: dict) -> str:
     """A table section's title (params `<table>.title`), as its report and figures show it."""
     return "Main experiment" if table == MAIN else params[table].get("title", table)
