@@ -5,7 +5,8 @@
 Per table section, its test accuracy per epoch (<table>_test_acc.png); and the papers' own
 figures (class-wise accuracy, t-SNE, confidences, parameter analysis, ablation, learning
 curves), each with its data as CSV beside it. What each shows, and which runs it reads, is
-in lib/noisylabels/report/paper_figures.py.
+in lib/noisylabels/report/paper_figures.py. A figure whose inputs did not change is kept
+(lib/noisylabels/memo.py; delete reports/figures to draw every figure again).
 """
 import click
 

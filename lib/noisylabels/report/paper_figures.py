@@ -10,6 +10,9 @@ accuracies and prediction counts come from the predictions the training stages s
 (per epoch on the test set, at the end on the training set); t-SNE features and predicted
 distributions from the saved final weights (seed 0), evaluated on the stored images.
 Epochs of a run of E epochs are compared with the paper's at the same fraction of the run.
+A figure whose inputs did not change since the old folder was drawn is kept from it (memo.py):
+a paper figure's inputs are every paper table's groups on its data set (never the main
+experiment's), an accuracy-curve figure's its table's curves.
 """
 from __future__ import annotations
 
@@ -326,7 +329,7 @@ def build(params_file: str, raw: str, noisy: str, runs: str, metrics_dir: str, o
     ctx = Runs(params, raw, noisy, runs)
     _, curves = tables.collect(params, metrics_dir)  # every input checked before anything is drawn
     check_writable(out)
-    lines, kept, todo = [], [], []  # todo: (name, key, job)
+    lines, todo = [], []  # todo: (name, key, job)
     with atomic_dir(out) as tmp:
         reuse = memo.Reuse(out, tmp)
         # the paper figures first: t-SNE, a third of the drawing time, then starts at once
@@ -343,9 +346,7 @@ def build(params_file: str, raw: str, noisy: str, runs: str, metrics_dir: str, o
             todo.append((path.with_suffix("").as_posix(),
                          memo.key(table, tables.title(table, params), _phase1_epochs(ctx, table), part.to_csv()),
                          partial(_accuracy_curves, ctx, table, part, tmp, out)))
-        for name, key, _ in todo:
-            if reuse.keep(name, key):
-                kept.append(name)
+        kept = [name for name, key, _ in todo if reuse.keep(name, key)]  # copied into tmp
         todo = [item for item in todo if item[0] not in kept]
         for (name, key, _), (said, files) in zip(todo, _run_all([job for _, _, job in todo], workers)):
             lines += said
