@@ -229,6 +229,18 @@ def test_detection_f1_is_zero_when_nothing_removed_is_wrong():
     assert np.isnan(clean["detect_f1"]) and np.isnan(clean["detect_recall"])
 
 
+def test_detection_matches_sklearn_bit_for_bit():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    for n, p_removed, p_noisy in [(200, 0.3, 0.4), (50, 0.0, 0.5), (50, 0.5, 0.0), (7, 1.0, 1.0), (33, 0.1, 0.9)]:
+        removed, is_noisy = rng.random(n) < p_removed, rng.random(n) < p_noisy
+        d = metrics.detection(rng.random(n), removed, is_noisy)
+        want = precision_recall_fscore_support(is_noisy, removed, average="binary", zero_division=np.nan)[:3]
+        got = (d["detect_precision"], d["detect_recall"], d["detect_f1"])
+        assert np.array_equal(np.array(got), np.array(want, dtype=float), equal_nan=True), (got, want)
+
+
 def test_auroc_matches_sklearn_with_ties():
     from sklearn.metrics import roc_auc_score
 

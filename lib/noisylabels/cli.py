@@ -12,6 +12,7 @@ The all-groups stages (noise, evaluate) use `write_per_group`.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -38,7 +39,21 @@ class Stage(click.Command):
         except click.ClickException as e:
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
-        sys.exit(code if isinstance(code, int) else 0)  # --help returns 0
+        if isinstance(code, int):  # --help (0): nothing loaded worth skipping the teardown of
+            sys.exit(code)
+        _exit_now(0)  # the stage ran
+
+
+def _exit_now(code: int) -> None:
+    """End a stage that did its work without Python's teardown of every module it loaded,
+    which took a training stage 1.6-1.9 s after its last line (torch, MLflow, SQLAlchemy and
+    pandas loaded; 20 such stages in `dvc repro`). The atexit handlers still run (MLflow's,
+    multiprocessing's, logging's) and the output is flushed; every file a stage writes is
+    closed by then (io.py), and MLflow's store commits each call."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def workers_option(help: str):
