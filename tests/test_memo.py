@@ -43,7 +43,7 @@ def test_another_key_a_changed_file_or_a_damaged_manifest_keeps_nothing(tmp_path
     assert not list(new.iterdir())  # nothing was copied
 
 
-def test_a_key_covers_its_parts_and_the_code(tmp_path):
+def test_a_key_covers_its_parts_and_the_code():
     assert memo.key("a", [1, 2]) == memo.key("a", [1, 2])
     assert memo.key("a", [1, 2]) != memo.key("a", [2, 1])
     made_by = json.dumps(memo._made_by(), sort_keys=True)
