@@ -43,7 +43,7 @@ def main(group, params_file, raw, noisy, runs, phase1_dir, out):
             click.echo(f"{g.name}: test acc last {last}")
 
         kept = write_per_group(groups, bool(group), out, "reports/metrics", lambda g: f"{g.name}.json", write,
-                               lambda g: evaluate.made_from(g, raw, noisy, runs, phase1_dir))
+                               lambda g: evaluate.made_from(g, datasets[g.dataset.name], noisy, runs, phase1_dir))
         if kept:
             click.echo(f"evaluate: kept the file of {len(kept)} of {len(groups)} groups, their inputs unchanged "
                        f"({memo.MANIFEST})")

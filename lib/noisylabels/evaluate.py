@@ -33,10 +33,11 @@ def group_metrics(group, dataset, labels, runs_dir: str, phase1_dir: str) -> dic
     }
 
 
-def made_from(group, raw: str, noisy: str, runs: str, phase1: str) -> str:
-    """memo.key of the group's metrics: its settings and every file group_metrics reads (the
-    data set, the group's labels, runs and phase-1 artefacts), under the stages' folders."""
-    folders = [f"{raw}/{group.dataset.name}", f"{noisy}/{group.folder}", f"{runs}/{group.folder}"]
+def made_from(group, dataset, noisy: str, runs: str, phase1: str) -> str:
+    """memo.key of the group's metrics: its settings, its data set (store.Dataset.digest, from
+    the checksums in meta.json, and its class names) and every other file group_metrics reads
+    (the group's labels, runs and phase-1 artefacts), under the stages' folders."""
+    folders = [f"{noisy}/{group.folder}", f"{runs}/{group.folder}"]
     if group.two_phase:
         folders.append(f"{phase1}/{group.name}")
-    return memo.key(repr(group), [dir_digest(f) for f in folders])
+    return memo.key(repr(group), dataset.digest, dataset.classes, [dir_digest(f) for f in folders])

@@ -84,10 +84,12 @@ class Runs:
 
     def paper_inputs(self, dataset: str) -> list:
         """What any paper figure on `dataset` may read: the settings, labels and runs of every
-        group of a paper table there (not the main experiment's), and the data set."""
+        group of a paper table there (not the main experiment's), and the data set (its
+        store.Dataset.digest and class names)."""
         if dataset not in self._inputs:
             groups = [g for g in self._all if g.table != MAIN and g.dataset.name == dataset]
-            self._inputs[dataset] = [dir_digest(f"{self.raw}/{dataset}")] + [
+            data = self.data(dataset)
+            self._inputs[dataset] = [data.digest, data.classes] + [
                 (repr(g), dir_digest(f"{self.noisy}/{g.folder}"), dir_digest(f"{self.runs}/{g.folder}"))
                 for g in groups]
         return self._inputs[dataset]
@@ -373,8 +375,7 @@ def _accuracy_curves(ctx: Runs, table: str, part: pd.DataFrame, tmp: Path, out: 
     named.rename(columns={"setting": "panel", "method": "line", "test_acc": "value"})[
         ["panel", "line", "seed", "epoch", "value"]].to_csv(path.with_suffix(".csv"), index=False,
                                                             float_format="%.4f")
-    return [f"figures: {tables.curves_path(out, table, ctx.params)}"], \
-        [path.relative_to(tmp), path.with_suffix(".csv").relative_to(tmp)]
+    return [f"figures: {tables.curves_path(out, table, ctx.params)}"], _png_and_csv(path, tmp)
 
 
 def _paper_figure(ctx: Runs, paper: str, name: str, spec: tuple, dataset: str, tmp: Path, out: str):
@@ -388,7 +389,12 @@ def _paper_figure(ctx: Runs, paper: str, name: str, spec: tuple, dataset: str, t
     path.parent.mkdir(parents=True, exist_ok=True)
     data.to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
     plot(data, path, f"{title} ({dataset})")
-    return [f"figures: {Path(out) / paper / path.name}"], [path.relative_to(tmp), path.with_suffix(".csv").relative_to(tmp)]
+    return [f"figures: {Path(out) / paper / path.name}"], _png_and_csv(path, tmp)
+
+
+def _png_and_csv(path: Path, tmp: Path) -> list[Path]:
+    """A figure's files, relative to tmp (what memo.Reuse records)."""
+    return [path.relative_to(tmp), path.with_suffix(".csv").relative_to(tmp)]
 
 
 _jobs: list = []  # the figures to draw, inherited by the forked processes that draw them
