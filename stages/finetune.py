@@ -10,6 +10,7 @@ new parent run of the group (tag phase=2), each model nested under it.
 """
 import click
 
+from noisylabels import tracking
 from noisylabels.cli import Stage, training_options
 
 
@@ -23,6 +24,7 @@ from noisylabels.cli import Stage, training_options
 @click.option("--out", default=None, help="output folder [default: data/runs/<group>]")
 @training_options
 def main(group, params_file, raw, noisy, phase1_dir, out, **how):
+    tracking.open_early()  # MLflow's imports beside torch's and the training
     from noisylabels import runner  # here, not at the top: --help answers without torch and the engine (2 s)
     runner.train_stage(group, params_file, raw, noisy, out, phase1_dir=phase1_dir, **how)
 

@@ -18,6 +18,7 @@ model a run nested under it (lib/noisylabels/runner.py).
 """
 import click
 
+from noisylabels import tracking
 from noisylabels.cli import Stage, training_options
 
 
@@ -32,6 +33,7 @@ from noisylabels.cli import Stage, training_options
                    "data/runs/<key>/<group> for one group of it; data/phase1/<group> for a two-phase group]")
 @training_options
 def main(group, params_file, raw, noisy, out, **how):
+    tracking.open_early()  # MLflow's imports beside torch's and the training
     from noisylabels import runner  # here, not at the top: --help answers without torch and the engine (2 s)
     runner.train_stage(group, params_file, raw, noisy, out, **how)
 

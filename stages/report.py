@@ -7,6 +7,7 @@ What is built, and how, is in lib/noisylabels/report/ (build.py, tables.py, clai
 """
 import click
 
+from noisylabels import tracking
 from noisylabels.cli import Stage
 
 
@@ -20,7 +21,8 @@ from noisylabels.cli import Stage
               help="folder of the figures stage's outputs")
 @click.option("--out", default="reports", show_default=True)
 def main(params_file, metrics_dir, runs_dir, figures_dir, out):
-    # imported here, not at the top: --help answers without pandas and matplotlib (1 s)
+    tracking.open_early()  # MLflow's imports beside pandas' and the tables
+    # imported here, not at the top: --help answers without pandas (1 s)
     from noisylabels.report.build import build
     build(params_file, metrics_dir, runs_dir, figures_dir, out)
 

@@ -31,7 +31,7 @@ def _runs(tmp_path):
 
 
 def _processes_of(tmp_path) -> list[int]:
-    """Live processes whose command line names this test's folder (the stage and its forked workers)."""
+    """Live processes whose command line names this test's folder (the stage and the processes it forked)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
@@ -64,7 +64,7 @@ def _start_training(tmp_path, params, prepared):
 
 def test_sigterm_ends_every_run_killed_and_leaves_no_process_or_folder(tmp_path, params, prepared):
     stage, _ = _start_training(tmp_path, params, prepared)
-    assert len(_processes_of(tmp_path)) == 3  # the stage and its two workers
+    assert len(_processes_of(tmp_path)) == 4  # the stage, its MLflow client's helper and its two workers
     stage.send_signal(signal.SIGTERM)
     _, stderr = stage.communicate(timeout=60)
     assert stage.returncode == 128 + signal.SIGTERM
@@ -81,7 +81,7 @@ def test_workers_die_with_a_sigkilled_stage_and_its_run_is_failed_on_the_next_ru
     stage.kill()
     stage.wait(timeout=60)  # not communicate(): orphaned workers would hold its pipes open
     deadline = time.monotonic() + 3  # at once: each worker still has seconds of its run to train
-    while _processes_of(tmp_path):  # the kernel kills orphaned workers (PR_SET_PDEATHSIG)
+    while _processes_of(tmp_path):  # the kernel kills the orphaned workers and helper (PR_SET_PDEATHSIG)
         assert time.monotonic() < deadline, _processes_of(tmp_path)
         time.sleep(0.2)
     abandoned = _runs(tmp_path)  # the parent and the two model runs in training

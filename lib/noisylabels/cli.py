@@ -13,6 +13,7 @@ The all-groups stages (noise, evaluate) use `write_per_group`.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import signal
 import sys
@@ -135,6 +136,18 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a child process (a worker, the MLflow client's helper): the kernel kills it when
+    the stage process dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @contextmanager

@@ -27,21 +27,30 @@
   The parent of a training stage is also tagged `outputs`: the sha256 of the stage's output
   folder (io.dir_digest), which holds no run id, so DVC outputs stay deterministic; the
   report attaches its tables to the latest FINISHED parent with that digest (`find_parent`),
-  and a phase-2 parent names its phase 1 by `phase1_outputs`.
+  and a phase-2 parent names its phase 1 by `phase1_outputs`. A parent holding its table's
+  current files is tagged `attached` (their digest), and the report skips it (`attach`).
   Params: the resolved settings. A model run has per-epoch metrics (step = epoch) and its
   final metrics; the parent has the final metrics' mean and std over seeds per noise setting,
   and its table (.md, .csv) and figure as artifacts. A two-phase group has a parent per
   phase, tagged phase=1 (pretrain stage) and phase=2 (finetune stage).
-mlflow is imported inside the functions: importing it costs about 2 s.
+mlflow is imported inside the functions: importing it and opening the store cost about 3 s.
+The stages that log start that in a helper process first thing (`open_early`), so that it
+runs beside their own imports and work; their Trackers then call MLflow's client there.
 """
 from __future__ import annotations
 
+import atexit
 import getpass
+import hashlib
+import importlib
+import multiprocessing
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -50,6 +59,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from noisylabels.errors import TrackingError
+from noisylabels.io import sha256
 
 
 def project_root() -> Path:
@@ -207,19 +217,167 @@ def relocate_artifacts(db: Path, root: Path) -> list[str]:
     return moved
 
 
-class Tracker:
-    """A thin MlflowClient wrapper that applies the conventions above."""
+class _Client:
+    """MlflowClient behind calls that take and return plain Python values (ids, dicts,
+    tuples), so that a stage whose client lives in the helper process (`open_early`) never
+    imports mlflow itself. Tracker calls it; `open` comes first."""
 
-    def __init__(self, uri: str | None = None):
+    def open(self, uri: str) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.uri = check_store(uri)
-        self.root = project_root()
         try:  # a store that check_store passed and MLflow cannot open (its schema, say)
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = MlflowClient(tracking_uri=uri)
             self.client.search_experiments(max_results=1)
         except Exception as e:  # MLflow's and SQLAlchemy's many error types: all one line here
-            raise unusable(self.uri, e) from None
+            raise unusable(uri, e) from None
+
+    def experiment(self, name: str) -> tuple[str, dict] | None:
+        """(id, tags) of the experiment `name`, or None."""
+        exp = self.client.get_experiment_by_name(name)
+        return None if exp is None else (exp.experiment_id, dict(exp.tags))
+
+    def create_experiment(self, name: str, location: str | None, tags: dict) -> str:
+        return self.client.create_experiment(name, artifact_location=location, tags=tags)
+
+    def set_experiment_tag(self, exp_id: str, key: str, value: str) -> None:
+        self.client.set_experiment_tag(exp_id, key, value)
+
+    def search_runs(self, exp_id: str, filter_string: str, order_by: list | None = None,
+                    max_results: int = 10_000) -> list[tuple[str, dict]]:
+        """(id, tags) of each run found."""
+        found = self.client.search_runs([exp_id], filter_string, order_by=order_by, max_results=max_results)
+        return [(run.info.run_id, dict(run.data.tags)) for run in found]
+
+    def create_run(self, exp_id: str, name: str, tags: dict, start_ms: int | None) -> str:
+        return self.client.create_run(exp_id, run_name=name, tags=tags, start_time=start_ms).info.run_id
+
+    def log_batch(self, run_id: str, params: dict, metrics: list[tuple[str, float, int, int]]) -> None:
+        """Params, and metrics as (key, value, timestamp ms, step), in batches within MLflow's
+        limits (100 params, 1000 entries a call)."""
+        from mlflow.entities import Metric, Param
+
+        items, metrics = [Param(k, v) for k, v in params.items()], [Metric(*m) for m in metrics]
+        while items or metrics:
+            batch_params, items = items[:100], items[100:]
+            batch_metrics, metrics = metrics[: 1000 - len(batch_params)], metrics[1000 - len(batch_params):]
+            self.client.log_batch(run_id, params=batch_params, metrics=batch_metrics)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        self.client.log_inputs(run_id, [DatasetInput(Dataset(name, digest, "local", source),
+                                                     [InputTag("mlflow.data.context", "training")])])
+
+    def log_artifacts(self, run_id: str, paths: list[str]) -> None:
+        for path in paths:
+            self.client.log_artifact(run_id, path)
+
+    def set_terminated(self, run_id: str, status: str, end_ms: int | None) -> None:
+        self.client.set_terminated(run_id, status=status, end_time=end_ms)
+
+
+# The stage signals (cli.stop_on_signals) that end the stage's runs through the helper: the
+# helper ignores them and lives until the stage has ended (or dies with it).
+_HELPER_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_helper = None  # this process's _Helper, once open_early started it
+
+
+def open_early() -> None:
+    """Start MLflow's client in a helper process now, so that its imports and SQLAlchemy
+    (about 3 s on this CPU) run beside what the stage does first (torch's 2 s of imports, the
+    data, training; pandas and the tables in the report) instead of after it: 1-2 s less per
+    training stage here. Called by the stages that log, first thing, before they import
+    torch; the Trackers of this process then talk to that client (`_Helper`; a second
+    Tracker reopens it). Without it (tests, a notebook, a platform without fork) a Tracker
+    opens MLflow in its own process."""
+    global _helper
+    if _helper is None and "fork" in multiprocessing.get_all_start_methods():
+        _helper = _Helper()
+
+
+def _serve(conn, stage_end, parent_pid: int) -> None:
+    """The helper process: imports mlflow at once, then answers the stage's calls of
+    _Client methods, one at a time, until the stage closes its end or dies."""
+    from noisylabels.cli import die_with_parent
+
+    stage_end.close()  # the fork's copy: with it open, the stage's closing it would never be seen
+    die_with_parent(parent_pid)
+    for s in _HELPER_IGNORES:
+        signal.signal(s, signal.SIG_IGN)
+    # now, while the stage does its first work; in a thread, so that the helper of a stage
+    # that stops early (a bad value) ends at once rather than after the imports
+    # (the SQLite store's module too: a second of SQLAlchemy and alembic; opening the store
+    # waits for the stage's call, as it would create mlflow.db before the stage checked a thing)
+    modules = ("mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store")
+    loading = threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], daemon=True)
+    loading.start()
+    client = _Client()
+    while True:
+        try:
+            seq, name, args = conn.recv()
+        except EOFError:  # the stage ended
+            return
+        loading.join()
+        try:
+            reply = (seq, True, getattr(client, name)(*args))
+        except Exception as e:
+            reply = (seq, False, e)
+        try:
+            conn.send(reply)
+        except Exception:  # an exception that does not pickle: its one line instead
+            conn.send((seq, False, TrackingError(f"{type(reply[2]).__name__}: {reply[2]}")))
+
+
+class _Helper:
+    """The stage's end of the helper process: a _Client whose calls run there."""
+
+    def __init__(self):
+        context = multiprocessing.get_context("fork")
+        self.conn, child = context.Pipe()
+        context.Process(target=_serve, args=(child, self.conn, os.getpid()), name="mlflow-client").start()
+        child.close()
+        self.seq = 0
+        # the helper ends when it reads the end of the pipe: closed at exit, before
+        # multiprocessing's own exit handler (registered earlier, so run later) joins it
+        atexit.register(self.conn.close)
+
+    def __getattr__(self, name: str):
+        return lambda *args: self._call(name, args)
+
+    def _call(self, name: str, args: tuple):
+        self.seq += 1
+        # a signal's exception waits until the request is sent whole (a half-sent one would
+        # garble the pipe); while the answer is awaited it interrupts at once
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HELPER_IGNORES)
+        try:
+            self.conn.send((self.seq, name, args))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        while True:
+            try:
+                seq, ok, value = self.conn.recv()
+            except EOFError:
+                raise TrackingError("the MLflow client process ended unexpectedly; rerun the stage") from None
+            if seq == self.seq:  # earlier ones: answers to calls that a signal cut short
+                break
+        if not ok:
+            raise value
+        return value
+
+
+class Tracker:
+    """The conventions above, on MLflow's client (_Client: in the helper process when the
+    stage started one, else in this process)."""
+
+    def __init__(self, uri: str | None = None):
+        self.uri = check_store(uri)
+        self.root = project_root()
+        self.client = _helper if _helper is not None else _Client()
+        self.client.open(self.uri)
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
             if db.parent.resolve() == self.root and db.exists():  # the repository's own store
@@ -228,17 +386,17 @@ class Tracker:
 
     def experiment_id(self, name: str) -> str:
         if name not in self._experiment_ids:
-            exp = self.client.get_experiment_by_name(name)
+            exp = self.client.experiment(name)
             if exp is None:
                 # a tracking server stores artifacts where it is told to (its artifact proxy,
                 # `mlflow server --artifacts-destination`), not in a folder of this machine
                 server = self.uri.startswith(("http://", "https://"))
                 location = None if server else (self.root / "mlartifacts" / name).as_uri()
-                exp_id = self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+                exp_id = self.client.create_experiment(name, location, EXPERIMENT_TAGS)
             else:
-                exp_id = exp.experiment_id
+                exp_id, tags = exp
                 for key, value in EXPERIMENT_TAGS.items():  # a store made before the tag existed
-                    if exp.tags.get(key) != value:
+                    if tags.get(key) != value:
                         self.client.set_experiment_tag(exp_id, key, value)
             self._experiment_ids[name] = exp_id
         return self._experiment_ids[name]
@@ -247,30 +405,23 @@ class Tracker:
         """Mark FAILED the runs of `group` left RUNNING by a stage process of this host that
         no longer exists (killed, or its machine restarted); return their ids. A run of a
         live process (a queued experiment training the same group) is left alone."""
-        from mlflow.entities import RunStatus
-
         ids = []
         filter_string = f"tags.group = '{group}' and attributes.status = 'RUNNING'"
-        for run in self.client.search_runs([self.experiment_id(experiment)], filter_string, max_results=10_000):
-            tags = run.data.tags
+        for run_id, tags in self.client.search_runs(self.experiment_id(experiment), filter_string):
             if tags.get("host") == socket.gethostname() and not _alive(int(tags.get("pid", "0"))):
-                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
-                ids.append(run.info.run_id)
+                self.finish(run_id, "FAILED")
+                ids.append(run_id)
         return ids
 
     def start_run(self, experiment: str, name: str, tags: dict, params: dict, start_ms: int | None = None) -> str:
         """Create a run with its params; return its id."""
-        run_id = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags,
-                                        start_time=start_ms).info.run_id
+        run_id = self.client.create_run(self.experiment_id(experiment), name, tags, start_ms)
         self.log_batch(run_id, params, [])
         return run_id
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
         """The data set a run trained on, as an MLflow dataset input (the run's Datasets column)."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        self.client.log_inputs(run_id, [DatasetInput(Dataset(name, digest, "local", source),
-                                                     [InputTag("mlflow.data.context", "training")])])
+        self.client.log_dataset(run_id, name, digest, source)
 
     @contextmanager
     def ended_on_error(self, runs: str | dict[str, str]):
@@ -283,50 +434,48 @@ class Tracker:
                 self.finish(run_id, end_status(e))
             raise
 
-    @staticmethod
-    def _metrics(series: dict[str, list[float]], first_step: int) -> list:
-        """Each key's values at steps first_step, first_step + 1, ..."""
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        return [Metric(key, float(v), ts, step) for key, values in series.items()
-                for step, v in enumerate(values, start=first_step)]
-
-    def log_batch(self, run_id: str, params: dict, metrics: list) -> None:
-        """Params and metrics in batches within MLflow's limits (100 params, 1000 entries a call)."""
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in params.items()]
-        while items or metrics:
-            batch_params, items = items[:100], items[100:]
-            batch_metrics, metrics = metrics[: 1000 - len(batch_params)], metrics[1000 - len(batch_params):]
-            self.client.log_batch(run_id, params=batch_params, metrics=batch_metrics)
+    def log_batch(self, run_id: str, params: dict, metrics: list[tuple[str, float, int, int]]) -> None:
+        """Params, and metrics as (key, value, timestamp ms, step)."""
+        self.client.log_batch(run_id, params, metrics)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, value)
+        self.client.set_tags(run_id, tags)
 
-    def find_parent(self, experiment: str, group: str, outputs: str) -> str | None:
-        """The latest FINISHED parent run of `group` that wrote outputs with this digest, or
-        None (outputs pulled from a DVC remote, or trained against another store)."""
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            return None
+    def find_parent(self, experiment: str, group: str, outputs: str) -> tuple[str, dict] | None:
+        """(id, tags) of the latest FINISHED parent run of `group` that wrote outputs with
+        this digest, or None (outputs pulled from a DVC remote, or trained against another store)."""
+        if experiment not in self._experiment_ids:  # looked up, not created: nothing to find then
+            exp = self.client.experiment(experiment)
+            if exp is None:
+                return None
+            self._experiment_ids[experiment] = exp[0]
         found = self.client.search_runs(
-            [exp.experiment_id], f"tags.group = '{group}' and tags.outputs = '{outputs}' and "
-            "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
-        return found[0].info.run_id if found else None
+            self._experiment_ids[experiment], f"tags.group = '{group}' and tags.outputs = '{outputs}' and "
+            "attributes.status = 'FINISHED'", ["attributes.start_time DESC"], 1)
+        return found[0] if found else None
+
+    def attach(self, parent: tuple[str, dict], files: list[Path]) -> bool:
+        """Log `files` as artifacts of `parent` (find_parent's) unless it holds these bytes
+        already (its `attached` tag: their digest; a rerun report rewrites no unchanged table,
+        e.g. the 43 of 44 that `dvc exp run -S loss.alpha=0.1` leaves alone); True when logged."""
+        run_id, tags = parent
+        digest = hashlib.sha256("".join(f"{f.name}\0{sha256(f)}\n" for f in files).encode()).hexdigest()
+        if tags.get("attached") == digest:
+            return False
+        self.log_artifacts(run_id, files)
+        self.set_tags(run_id, {"attached": digest})
+        return True
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Final (single-value) metrics, at step 0."""
-        self.log_batch(run_id, {}, self._metrics({k: [v] for k, v in metrics.items()}, first_step=0))
+        ts = int(time.time() * 1000)
+        self.log_batch(run_id, {}, [(key, float(v), ts, 0) for key, v in metrics.items()])
 
     def log_artifacts(self, run_id: str, files: list[Path]) -> None:
-        for f in files:
-            self.client.log_artifact(run_id, str(f))
+        self.client.log_artifacts(run_id, [str(f) for f in files])
 
     def finish(self, run_id: str, status: str = "FINISHED", end_ms: int | None = None) -> None:
-        self.client.set_terminated(run_id, status=status, end_time=end_ms)
+        self.client.set_terminated(run_id, status, end_ms)
 
 
 LIVE_EVERY_S = 5.0  # how often the curves of the runs in training are written to MLflow
@@ -347,7 +496,7 @@ class LiveRuns:
         self.runs = runs  # run (resolve.Run.key) -> (MLflow run name, tags, params, parent run id)
         self.ids: dict[str, str] = {}
         self.logged: dict[str, set] = {}  # run -> the (key, step) pairs written
-        self.pending: dict[str, list] = {}  # run -> Metric entries not written yet
+        self.pending: dict[str, list] = {}  # run -> (key, value, ms, step) entries not written yet
         self.finished: set[str] = set()
         self.last_write = time.monotonic()
 
@@ -359,8 +508,6 @@ class LiveRuns:
         return self.ids[run]
 
     def add(self, events: list) -> None:
-        from mlflow.entities import Metric
-
         ts = int(time.time() * 1000)
         for kind, run, what in events:
             if run in self.finished:  # late news of a run already complete
@@ -371,7 +518,7 @@ class LiveRuns:
                 self._create(run, what)
                 self.pending.pop(run, None)
             else:
-                self.pending.setdefault(run, []).extend(Metric(k, float(v), ts, step) for k, (step, v) in what.items())
+                self.pending.setdefault(run, []).extend((k, float(v), ts, step) for k, (step, v) in what.items())
         if time.monotonic() - self.last_write >= LIVE_EVERY_S:
             self._write_pending()
 
@@ -379,7 +526,7 @@ class LiveRuns:
         for run, metrics in self.pending.items():
             if run in self.ids and metrics:
                 self.tracker.log_batch(self.ids[run], {}, metrics)
-                self.logged[run].update((m.key, m.step) for m in metrics)
+                self.logged[run].update((key, step) for key, _, _, step in metrics)
         self.pending = {}
         self.last_write = time.monotonic()
 
@@ -387,14 +534,12 @@ class LiveRuns:
                span_ms: tuple[int | None, int | None]) -> str:
         """The run complete: its history's steps not written yet (step = epoch, from 1) and
         final metrics (step 0); span_ms: when it trained. Returns its id."""
-        from mlflow.entities import Metric
-
         run_id = self.ids.get(run) or self._create(run, span_ms[0])
         self.pending.pop(run, None)
         ts = int(time.time() * 1000)
-        metrics = [Metric(key, float(v), ts, step) for key, values in history.items()
+        metrics = [(key, float(v), ts, step) for key, values in history.items()
                    for step, v in enumerate(values, start=1) if (key, step) not in self.logged[run]]
-        metrics += [Metric(key, float(v), ts, 0) for key, v in final.items()]
+        metrics += [(key, float(v), ts, 0) for key, v in final.items()]
         with self.tracker.ended_on_error(run_id):  # Ctrl-C while logging: the run does not stay RUNNING
             self.tracker.log_batch(run_id, {}, metrics)
         self.tracker.finish(run_id, end_ms=span_ms[1])

@@ -16,34 +16,25 @@ even by SIGKILL (prctl PR_SET_PDEATHSIG). They ignore Ctrl-C, which the stage ha
 from __future__ import annotations
 
 import copy
-import ctypes
 import functools
 import itertools
 import multiprocessing
 import os
 import signal
 import socket
-import sys
 from queue import Empty
 
 import torch
 
 from noisylabels import loop, stack
+from noisylabels.cli import die_with_parent
 from noisylabels.errors import ExecutorError
 
 _worker = {}  # per worker process: the data set on its device, where its progress goes
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _DRAIN_S = 0.5  # how often the stage reads the workers' progress while it waits for a result
 # The stage's handlers for these raise cli.Stopped; a worker must not inherit them. They are
 # blocked while the workers start and unblocked in each worker after its handlers are reset.
 _STAGE_SIGNALS = {signal.SIGTERM, signal.SIGHUP}
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def worker_device(device_name: str, worker: int, gpus: int) -> str:
@@ -59,7 +50,7 @@ def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int
         # Pool numbers its processes from 1, in start order
         worker = multiprocessing.current_process()._identity[0] - 1
         device_name = worker_device(device_name, worker, torch.cuda.device_count() if device_name == "cuda" else 1)
-        _die_with_parent(parent_pid)
+        die_with_parent(parent_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for s in _STAGE_SIGNALS:  # Pool.terminate's SIGTERM ends a worker quietly
             signal.signal(s, signal.SIG_DFL)

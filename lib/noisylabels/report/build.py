@@ -34,10 +34,10 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
             raise DataError(f"{missing}: missing; regenerate it with `dvc repro -f figures`")
         for target in ("tables", "claims.md", "metrics.json"):
             check_writable(out / target)
+        summary = tables.summarize(runs)  # before the store: MLflow opens meanwhile (tracking.open_early)
+        claims_md, claim_counts = claims.claims_report(runs)
         tracker = tracking.Tracker()
         parents = {g: tracker.find_parent(group.table, g, dir_digest(f"{runs_dir}/{group.folder}")) for g, group in groups.items()}
-    summary = tables.summarize(runs)
-    claims_md, claim_counts = claims.claims_report(runs)
     written = {}
     with atomic_dir(out / "tables") as tdir:
         for table, part in summary.groupby("table", sort=False):
@@ -52,7 +52,7 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
     for table, files in written.items():
         for group in runs.loc[runs["table"] == table, "group"].unique():
             if parents[group]:
-                tracker.log_artifacts(parents[group], files)
+                tracker.attach(parents[group], files)
             else:
                 click.echo(f"report: {group}: no MLflow parent run wrote these outputs (pulled from a DVC remote?); "
                            "its table is not attached in MLflow")
