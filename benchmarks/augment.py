@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from noisylabels import augment
+from noisylabels.engine import augment
 
 
 def _rate(fn, n, repeat=3):

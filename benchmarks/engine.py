@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from noisylabels import loop, models, noise, stack
+from noisylabels.engine import loop, models, noise, stack
 from noisylabels.data import sources
 from noisylabels.data.store import Dataset
 from noisylabels.resolve import load_params, resolve_group

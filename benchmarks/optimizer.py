@@ -18,7 +18,7 @@ CHILD = r"""
 import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
-from noisylabels import loop, noise
+from noisylabels.engine import loop, noise
 from noisylabels.resolve import load_params, resolve_group
 from noisylabels.data import sources
 from noisylabels.data.store import Dataset

@@ -24,7 +24,7 @@ import click
 import numpy as np
 import torch
 
-from noisylabels.workers import start_workers
+from noisylabels.engine.workers import start_workers
 from threads import digits_jobs
 
 

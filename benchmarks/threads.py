@@ -17,11 +17,11 @@ import time
 import click
 import torch
 
-from noisylabels import loop, noise
+from noisylabels.engine import loop, noise
 from noisylabels.data import sources
 from noisylabels.data.store import Dataset
 from noisylabels.resolve import load_params, resolve_group
-from noisylabels.workers import Workers
+from noisylabels.engine.workers import Workers
 
 
 def digits_jobs(runs: int, epochs: int):

@@ -12,7 +12,8 @@ inputs (its runs, labels, data set, settings) and code are unchanged keeps its f
 """
 import click
 
-from noisylabels import evaluate, memo, noise
+from noisylabels import evaluate, memo
+from noisylabels.engine import noise
 from noisylabels.cli import Stage, groups_from_params, stage_errors, write_per_group
 from noisylabels.data import store
 from noisylabels.io import write_json

@@ -25,7 +25,7 @@ from noisylabels.cli import Stage, training_options
 @training_options
 def main(group, params_file, raw, noisy, phase1_dir, out, **how):
     tracking.open_early()  # MLflow's imports beside torch's and the training
-    from noisylabels import runner  # here, not at the top: --help answers without torch and the engine (2 s)
+    from noisylabels.engine import runner  # here, not at the top: --help answers without torch and the engine (2 s)
     runner.train_stage(group, params_file, raw, noisy, out, phase1_dir=phase1_dir, **how)
 
 

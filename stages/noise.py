@@ -13,7 +13,7 @@ their labels change.
 """
 import click
 
-from noisylabels import noise
+from noisylabels.engine import noise
 from noisylabels.cli import Stage, groups_from_params, stage_errors, write_per_group
 from noisylabels.data import store
 

@@ -14,7 +14,7 @@ where they can (stack.py): starting torch, the workers and MLflow costs a stage 
 runs its phase 1 here: label correction (joint optimisation, PENCIL) or O2U-Net's ranking,
 whose corrected labels or kept-sample masks go to data/phase1/<group>/ for the finetune
 stage. The group becomes one MLflow parent run in its table's experiment, each trained
-model a run nested under it (lib/noisylabels/runner.py).
+model a run nested under it (lib/noisylabels/engine/runner.py).
 """
 import click
 
@@ -34,7 +34,7 @@ from noisylabels.cli import Stage, training_options
 @training_options
 def main(group, params_file, raw, noisy, out, **how):
     tracking.open_early()  # MLflow's imports beside torch's and the training
-    from noisylabels import runner  # here, not at the top: --help answers without torch and the engine (2 s)
+    from noisylabels.engine import runner  # here, not at the top: --help answers without torch and the engine (2 s)
     runner.train_stage(group, params_file, raw, noisy, out, **how)
 
 

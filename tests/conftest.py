@@ -188,8 +188,8 @@ def make_job(*, loss=None, pretrain=None, finetune=None, phase1=None, procedure=
     """A loop.Job resolved from the tiny params with these sections: a single-phase run
     (loss, training) or a two-phase one (pretrain, finetune; with phase1 its phase 2).
     rate: the setting's nominal rate; realized_rate: the labels' share of wrong ones (rate)."""
-    from noisylabels.loop import group_jobs
-    from noisylabels.noise import NoisyLabels
+    from noisylabels.engine.loop import group_jobs
+    from noisylabels.engine.noise import NoisyLabels
     from noisylabels.resolve import resolve_group
 
     p = copy.deepcopy(TINY_PARAMS)
@@ -219,7 +219,7 @@ def train_job(ds, **kwargs):
     """make_job(...) trained on the tiny data set `ds` on the CPU."""
     import torch
 
-    from noisylabels import loop
+    from noisylabels.engine import loop
 
     job = make_job(**kwargs)
     return loop.train(loop.to_tensors(ds, torch.device("cpu"), job.run.group.train), job)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from noisylabels import augment
+from noisylabels.engine import augment
 
 from conftest import TinyDataset, train_job, typed
 

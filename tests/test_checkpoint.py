@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from noisylabels import checkpoint, loop
+from noisylabels import checkpoint
+from noisylabels.engine import loop
 from noisylabels.errors import ConfigError
 
 from conftest import TinyDataset, make_job

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from noisylabels import loop, noise
+from noisylabels.engine import loop, noise
 from noisylabels.errors import ConfigError
-from noisylabels.optim import SGD
+from noisylabels.engine.optim import SGD
 from noisylabels.resolve import resolve_group
-from noisylabels.workers import Workers, worker_device
+from noisylabels.engine.workers import Workers, worker_device
 
 from conftest import TINY_PARAMS, TinyDataset, make_job, train_job, typed
 
@@ -149,7 +149,7 @@ def test_sgd_matches_torch_optim_sgd(nesterov, grad_clip):
 
 
 def test_cosine_schedule_is_torchs_cosine_annealing_stepped_per_epoch():
-    from noisylabels.optim import Schedule
+    from noisylabels.engine.optim import Schedule
 
     train = typed({**TRAIN, "epochs": 7, "lr": 0.01, "milestones": [], "schedule": "cosine", "lr_min": 1e-3})
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noisylabels import losses
+from noisylabels.engine import losses
 from noisylabels.spec.losses import LOSSES
 
 from conftest import typed

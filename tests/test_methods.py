@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from noisylabels import methods
+from noisylabels.engine import methods
 from noisylabels.errors import ConfigError
 
 from conftest import typed

@@ -1,7 +1,7 @@
 """Run metrics on hand-made predictions."""
 import numpy as np
 
-from noisylabels.metrics import classwise_accuracy, run_metrics
+from noisylabels.engine.metrics import classwise_accuracy, run_metrics
 
 
 def test_best_epoch_is_chosen_on_the_noisy_val_split_not_the_test_set():
@@ -25,7 +25,7 @@ def test_classwise_accuracy():
 
 
 def test_seed_summary_uses_sample_std():
-    from noisylabels.metrics import seed_summary
+    from noisylabels.engine.metrics import seed_summary
 
     records = [{"setting": "symmetric-0.4", "test_acc_last": a, "test_acc_best": 0.0, "train_acc_noisy": 0.0,
                 "train_acc_true": 0.0, "realized_noise_rate": 0.4} for a in (0.5, 0.7)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from noisylabels import models
+from noisylabels.engine import models
 from noisylabels.errors import DataError
 from noisylabels.spec.models import MODELS
 

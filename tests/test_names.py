@@ -3,8 +3,9 @@ metric is the MLflow metric and the report column of the same name."""
 import numpy as np
 import pandas as pd
 
-from noisylabels import metrics, tracking
-from noisylabels.noise import RunLabels
+from noisylabels import tracking
+from noisylabels.engine import metrics
+from noisylabels.engine.noise import RunLabels
 from noisylabels.report import tables
 from noisylabels.resolve import resolve_group
 
@@ -58,7 +59,7 @@ def test_final_metrics_are_mlflow_metrics_and_report_columns(params):
 
 def test_every_registered_name_has_its_implementation():
     """Names are registered once, in spec/; the implementation is found by `impl`."""
-    from noisylabels import augment, losses, models, two_phase
+    from noisylabels.engine import augment, losses, models, two_phase
     from noisylabels.spec import losses as loss_specs, methods as method_specs, models as model_specs, train
 
     for registry, module in ((loss_specs.LOSSES, losses), (method_specs.PRETRAINS, two_phase),

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from noisylabels import noise
+from noisylabels.engine import noise
 from noisylabels.spec.noise import NoiseSetting
 from noisylabels.data.sources import CIFAR10_CLASSES
 

@@ -4,7 +4,7 @@ import re
 import pandas as pd
 import pytest
 
-from noisylabels.metrics import SEED_SUMMARY
+from noisylabels.engine.metrics import SEED_SUMMARY
 from noisylabels.report import published, tables
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from noisylabels import loop, methods, noise, stack
+from noisylabels.engine import loop, methods, noise, stack
 from noisylabels.checkpoint import Plan
 from noisylabels.resolve import resolve_group
 from noisylabels.spec.losses import LOSSES

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noisylabels import metrics, two_phase
+from noisylabels.engine import metrics, two_phase
 
 from conftest import REPO, TINY_PARAMS, TinyDataset, train_job, typed
 
@@ -252,7 +252,7 @@ def test_auroc_matches_sklearn_with_ties():
 def test_on_digits_at_40_percent_noise_labels_improve_and_o2u_ranks_noise_first():
     """The issue's acceptance on the real digits (symmetric 40%, one seed, the params.yaml
     digits settings): corrected labels beat the noisy ones, the O2U score finds the noise."""
-    from noisylabels import noise
+    from noisylabels.engine import noise
     from noisylabels.data import sources
     from noisylabels.data.store import Dataset
     from noisylabels.resolve import load_params

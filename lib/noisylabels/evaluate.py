@@ -9,7 +9,8 @@ file of a group whose inputs did not change.
 """
 from __future__ import annotations
 
-from noisylabels import memo, metrics, results
+from noisylabels import memo
+from noisylabels.engine import metrics, results
 from noisylabels.io import dir_digest
 
 

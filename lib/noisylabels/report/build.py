@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from noisylabels import results, tracking
+from noisylabels import tracking
+from noisylabels.engine import results
 from noisylabels.cli import stage_errors
 from noisylabels.io import atomic_dir, check_writable, dir_digest, write_json, write_text
 from noisylabels.errors import DataError

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from noisylabels import memo, noise, results
+from noisylabels import memo
+from noisylabels.engine import noise, results
 from noisylabels.data import store
 from noisylabels.io import atomic_dir, check_writable, dir_digest
 from noisylabels.report import figures, tables
@@ -154,7 +155,7 @@ def _penultimate(model, x):
     """The inputs of the model's last linear layer (the representation it classifies)."""
     import torch
 
-    from noisylabels import methods
+    from noisylabels.engine import methods
 
     head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     captured = []
@@ -171,7 +172,7 @@ def _model_outputs(ctx: Runs, group, setting: str, data, split: str):
     stage that only draws accuracy curves (the others kept, memo.py) does without its 2 s."""
     import torch
 
-    from noisylabels import loop, models
+    from noisylabels.engine import loop, models
 
     torch.set_num_threads(1)  # as in the training workers: a figure does not depend on the core count
     run = ctx.runs_at(group, setting)[0]

@@ -16,7 +16,7 @@ import pandas as pd
 from noisylabels.errors import DataError
 from noisylabels.io import read_json
 from noisylabels.resolve import MAIN, group_names, resolve_group
-from noisylabels.metrics import DETECTION, LABEL_CORRECTION, SEED_SUMMARY, mean_std
+from noisylabels.engine.metrics import DETECTION, LABEL_CORRECTION, SEED_SUMMARY, mean_std
 from noisylabels.report.published import PAPER_NAMES, PUBLISHED, UNPUBLISHED
 
 METRICS = (*SEED_SUMMARY, *LABEL_CORRECTION, *DETECTION)

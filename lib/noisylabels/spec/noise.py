@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from noisylabels.errors import ConfigError
-from noisylabels.noise import ASYMMETRIC_DATASETS
+from noisylabels.engine.noise import ASYMMETRIC_DATASETS
 from noisylabels.spec.base import Distinct, Fraction, Spec, check
 
 # real: the data set's own noisy labels (CIFAR-N, Clothing1M), listed by label set, not rate

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import click
 
-from noisylabels import checkpoint, loop, metrics, noise, results, tracking
-from noisylabels.workers import start_workers
+from noisylabels import checkpoint, tracking
+from noisylabels.engine import loop, metrics, noise, results
+from noisylabels.engine.workers import start_workers
 from noisylabels.cli import stage_errors, stop_on_signals
 from noisylabels.data import store
 from noisylabels.errors import ConfigError

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisylabels import loop, methods, two_phase
-from noisylabels.losses import _soft_ce as soft_ce, bootstrap, make_loss
-from noisylabels.optim import SGD
+from noisylabels.engine import loop, methods, two_phase
+from noisylabels.engine.losses import _soft_ce as soft_ce, bootstrap, make_loss
+from noisylabels.engine.optim import SGD
 
 
 def stackable(job: loop.Job) -> bool:

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noisylabels import losses
+from noisylabels.engine import losses
 from noisylabels.errors import ConfigError
-from noisylabels.optim import Schedule
+from noisylabels.engine.optim import Schedule
 
 
 class Standard(Schedule):

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from noisylabels import augment, methods, models, two_phase
-from noisylabels.augment import Images
+from noisylabels.engine import augment, methods, models, two_phase
+from noisylabels.engine.augment import Images
 from noisylabels.checkpoint import Plan
 from noisylabels.errors import ConfigError, DivergenceError
-from noisylabels.noise import RunLabels
-from noisylabels.optim import SGD
+from noisylabels.engine.noise import RunLabels
+from noisylabels.engine.optim import SGD
 from noisylabels.resolve import Run
 from noisylabels.spec.losses import CE
 from noisylabels.spec.methods import SinglePhase

@@ -45,9 +45,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noisylabels import losses, metrics
-from noisylabels.methods import Standard
-from noisylabels.optim import Schedule
+from noisylabels.engine import losses, metrics
+from noisylabels.engine.methods import Standard
+from noisylabels.engine.optim import Schedule
 from noisylabels.spec.methods import SOFT_LOSSES
 
 

@@ -26,7 +26,7 @@ from queue import Empty
 
 import torch
 
-from noisylabels import loop, stack
+from noisylabels.engine import loop, stack
 from noisylabels.cli import die_with_parent
 from noisylabels.errors import ExecutorError
 
