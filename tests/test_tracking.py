@@ -60,8 +60,9 @@ def test_attach_logs_a_table_once_and_again_when_it_changes(tmp_path, monkeypatc
     table = tmp_path / "main.md"
     artifact = tmp_path / f"mlartifacts/main/{run_id}/artifacts/main.md"
 
-    def attach() -> bool:  # as the report does: the run as found, then its table
-        return tracker.attach(tracker.find_parent("main", "main", "abc"), [table])
+    def attach() -> bool:  # as a report does: its own Tracker, the run as found, then its table
+        report = tracking.Tracker()
+        return report.attach(report.find_parent("main", "main", "abc"), [table])
 
     table.write_text("first\n")
     assert attach() and artifact.read_text() == "first\n"

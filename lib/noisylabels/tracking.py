@@ -383,6 +383,7 @@ class Tracker:
             if db.parent.resolve() == self.root and db.exists():  # the repository's own store
                 relocate_artifacts(db, self.root)
         self._experiment_ids: dict[str, str] = {}  # one lookup per experiment, not one per run
+        self._parents: dict[str, dict] = {}  # experiment -> {(group, outputs): (id, tags)} (find_parent)
 
     def experiment_id(self, name: str) -> str:
         if name not in self._experiment_ids:
@@ -443,16 +444,16 @@ class Tracker:
 
     def find_parent(self, experiment: str, group: str, outputs: str) -> tuple[str, dict] | None:
         """(id, tags) of the latest FINISHED parent run of `group` that wrote outputs with
-        this digest, or None (outputs pulled from a DVC remote, or trained against another store)."""
-        if experiment not in self._experiment_ids:  # looked up, not created: nothing to find then
-            exp = self.client.experiment(experiment)
-            if exp is None:
-                return None
-            self._experiment_ids[experiment] = exp[0]
-        found = self.client.search_runs(
-            self._experiment_ids[experiment], f"tags.group = '{group}' and tags.outputs = '{outputs}' and "
-            "attributes.status = 'FINISHED'", ["attributes.start_time DESC"], 1)
-        return found[0] if found else None
+        this digest, or None (outputs pulled from a DVC remote, or trained against another
+        store). One search per experiment, for all its parents (the report looks up 44)."""
+        if experiment not in self._parents:
+            self._parents[experiment] = {}
+            exp = self.client.experiment(experiment)  # looked up, not created: nothing to find then
+            found = [] if exp is None else self.client.search_runs(
+                exp[0], "tags.outputs IS NOT NULL and attributes.status = 'FINISHED'", ["attributes.start_time DESC"])
+            for run_id, tags in found:  # the latest first
+                self._parents[experiment].setdefault((tags["group"], tags["outputs"]), (run_id, tags))
+        return self._parents[experiment].get((group, outputs))
 
     def attach(self, parent: tuple[str, dict], files: list[Path]) -> bool:
         """Log `files` as artifacts of `parent` (find_parent's) unless it holds these bytes

@@ -35,18 +35,22 @@ def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, o
             raise DataError(f"{missing}: missing; regenerate it with `dvc repro -f figures`")
         for target in ("tables", "claims.md", "metrics.json"):
             check_writable(out / target)
-        summary = tables.summarize(runs)  # before the store: MLflow opens meanwhile (tracking.open_early)
+        # everything computed before the store is opened: MLflow opens meanwhile (tracking.open_early)
+        summary = tables.summarize(runs)
         claims_md, claim_counts = claims.claims_report(runs)
+        rendered = {}  # table -> (markdown, csv)
+        for table, part in summary.groupby("table", sort=False):
+            seeds = sorted(runs.loc[runs["table"] == table, "seed"].unique().tolist())
+            notes = tables.shared_phase1([g for g in groups.values() if g.table == table])
+            rendered[table] = (tables.table_markdown(tables.title(table, params), part, seeds, notes),
+                               tables.table_csv(part).to_csv(index=False, float_format="%.4f"))
         tracker = tracking.Tracker()
         parents = {g: tracker.find_parent(group.table, g, dir_digest(f"{runs_dir}/{group.folder}")) for g, group in groups.items()}
     written = {}
     with atomic_dir(out / "tables") as tdir:
-        for table, part in summary.groupby("table", sort=False):
-            title = tables.title(table, params)
-            seeds = sorted(runs.loc[runs["table"] == table, "seed"].unique().tolist())
-            notes = tables.shared_phase1([g for g in groups.values() if g.table == table])
-            write_text(tdir / f"{table}.md", tables.table_markdown(title, part, seeds, notes))
-            tables.table_csv(part).to_csv(tdir / f"{table}.csv", index=False, float_format="%.4f")
+        for table, (markdown, csv) in rendered.items():
+            write_text(tdir / f"{table}.md", markdown)
+            write_text(tdir / f"{table}.csv", csv)
             written[table] = [out / f"tables/{table}.md", out / f"tables/{table}.csv", curves[table]]
     write_text(out / "claims.md", claims_md)
     write_json(out / "metrics.json", {**tables.metrics_summary(summary), "claims": claims.as_metrics(claim_counts)})
