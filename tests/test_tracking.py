@@ -1,5 +1,6 @@
 """The MLflow conventions of tracking.py on a real SQLite store: a repository moved with its
-store logs its artifacts under its new folder, and the runs logged before still find theirs."""
+store logs its artifacts under its new folder, and the runs logged before still find theirs;
+the report attaches a table once; a stage's client in the helper process (open_early)."""
 import os
 import shutil
 import subprocess

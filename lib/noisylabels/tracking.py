@@ -280,8 +280,9 @@ class _Client:
         self.client.set_terminated(run_id, status=status, end_time=end_ms)
 
 
-# The stage signals (cli.stop_on_signals) that end the stage's runs through the helper: the
-# helper ignores them and lives until the stage has ended (or dies with it).
+# The signals on which a stage ends its runs through the helper (Ctrl-C; SIGTERM and SIGHUP,
+# cli.stop_on_signals): the helper ignores them and lives until the stage has ended (or dies
+# with it).
 _HELPER_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _helper = None  # this process's _Helper, once open_early started it
 
