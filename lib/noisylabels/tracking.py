@@ -474,7 +474,8 @@ class Tracker:
         self.log_batch(run_id, {}, [(key, float(v), ts, 0) for key, v in metrics.items()])
 
     def log_artifacts(self, run_id: str, files: list[Path]) -> None:
-        self.client.log_artifacts(run_id, [str(f) for f in files])
+        # absolute: the helper process reads them from the folder it was started in
+        self.client.log_artifacts(run_id, [str(Path(f).resolve()) for f in files])
 
     def finish(self, run_id: str, status: str = "FINISHED", end_ms: int | None = None) -> None:
         self.client.set_terminated(run_id, status, end_ms)
