@@ -138,6 +138,9 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def die_with_parent(parent_pid: int) -> None:
     """In a child process (a worker, the MLflow client's helper): the kernel kills it when
     the stage process dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."""
@@ -145,9 +148,6 @@ def die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @contextmanager

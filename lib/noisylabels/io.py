@@ -73,13 +73,20 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def files_digest(named: list[tuple[str, Path]]) -> str:
+    """sha256 of files under the given names, in the given order (a name and the sha256 of
+    its contents a line)."""
+    h = hashlib.sha256()
+    for name, f in named:
+        h.update(f"{name}\0{sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
 def dir_digest(path: str | Path) -> str:
     """sha256 of a folder's files (relative names and contents, in name order): the same
     bytes give the same digest on any machine, in any checkout."""
-    path, h = Path(path), hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\0{sha256(f)}\n".encode())
-    return h.hexdigest()
+    path = Path(path)
+    return files_digest([(f.relative_to(path).as_posix(), f) for f in sorted(p for p in path.rglob("*") if p.is_file())])
 
 
 @lru_cache(maxsize=None)

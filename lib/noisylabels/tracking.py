@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import atexit
 import getpass
-import hashlib
 import importlib
 import multiprocessing
 import os
@@ -59,7 +58,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from noisylabels.errors import TrackingError
-from noisylabels.io import sha256
+from noisylabels.io import files_digest
 
 
 def project_root() -> Path:
@@ -461,7 +460,7 @@ class Tracker:
         already (its `attached` tag: their digest; a rerun report rewrites no unchanged table,
         e.g. the 43 of 44 that `dvc exp run -S loss.alpha=0.1` leaves alone); True when logged."""
         run_id, tags = parent
-        digest = hashlib.sha256("".join(f"{f.name}\0{sha256(f)}\n" for f in files).encode()).hexdigest()
+        digest = files_digest([(f.name, f) for f in files])
         if tags.get("attached") == digest:
             return False
         self.log_artifacts(run_id, files)
