@@ -210,7 +210,7 @@ PARAMS = [  # (id, edit, the error line's text after "error: ", in full or (endi
     ("joint start after the last epoch", at(f"{IMPROVED}.pretrain.start_epoch", 3),
      "o2u_table.digits.methods.improved.pretrain.start_epoch=3: expected an epoch <= ..."),
     # the file itself
-    ("params not YAML", yaml_text("train: [unclosed\n"), "params file 'params.yaml': not valid YAML (line 2: expected ',' or ']', but got '<stream end>')"),
+    ("params not YAML", yaml_text("train: [unclosed\n"), "params file 'params.yaml': not valid YAML (line 2: did not find expected ',' or ']')"),
     ("params a list", yaml_text("- train\n- loss\n"), "params file ...: expected a mapping..."),
 ]
 
