@@ -9,7 +9,8 @@ seed). The labels depend only on (data set, setting, seed), so every method sees
 ones. One stage for all groups: DVC's cost grows with the number of stages, and drawing
 every group's labels takes about a second; each training stage depends on its own groups'
 folder only (data/noisy/<table>-<dataset> or data/noisy/<group>), so it reruns only when
-their labels change.
+their labels change. DVC runs this stage only when a group's recipe changes (noise.Recipe:
+the validate stage writes them all to data/noise_recipes.json), not for any params change.
 """
 import click
 
@@ -31,10 +32,11 @@ def main(group, params_file, raw, out):
         datasets = {name: store.load(f"{raw}/{name}") for name in dict.fromkeys(g.dataset.name for g in groups)}
 
     def draw(g, folder):
-        noisy, val, records = noise.generate(datasets[g.dataset.name], g.settings, g.seeds, g.draw, g.val_fraction)
-        noise.save(folder, g, noisy, val, records)
-        rates = ", ".join(f"{r['setting']}/s{r['seed']} {r['realized_noise_rate']:.3f}" for r in records)
-        click.echo(f"{g.name}: realized noise rates {rates}")
+        r = noise.Recipe.of(g)  # all that is read of the group: dvc.yaml's noise stage depends on it
+        noisy, val, records = noise.generate(datasets[r.dataset], r.settings, r.seeds, r.draw, r.val_fraction)
+        noise.save(folder, r, noisy, val, records)
+        rates = ", ".join(f"{x['setting']}/s{x['seed']} {x['realized_noise_rate']:.3f}" for x in records)
+        click.echo(f"{r.group}: realized noise rates {rates}")
 
     write_per_group(groups, bool(group), out, "data/noisy", lambda g: g.folder, draw)
 

@@ -259,8 +259,8 @@ def workspace(tmp_path, monkeypatch):
 def test_bad_params_stop_the_first_stage(workspace, params, edit, expect):
     text = edit(params)
     (workspace / "params.yaml").write_text(text if isinstance(text, str) else yaml.safe_dump(params, sort_keys=False))
-    out = workspace / "data" / "validated.txt"
-    _fails_cleanly(workspace, "validate.py", ["--out", out], expect, [out])
+    out, recipes = workspace / "data" / "validated.txt", workspace / "data" / "noise_recipes.json"
+    _fails_cleanly(workspace, "validate.py", ["--out", out, "--recipes", recipes], expect, [out, recipes])
 
 
 OPTIONS = [  # (id, stage, its arguments, the error line as in PARAMS)

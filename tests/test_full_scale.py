@@ -108,7 +108,6 @@ def test_full_scale_configuration_runs_one_epoch_on_fixtures(table, dataset, tmp
     for group in p["two_phase_groups"]:
         finetune("--group", group, "--workers", 1)
     _stage("evaluate")()
-    _stage("figures")()
     _stage("report")()
     for group in [*p["groups"], *p["two_phase_groups"]]:
         runs = json.loads((tmp_path / "reports" / "metrics" / f"{group}.json").read_text())["runs"]

@@ -120,8 +120,8 @@ def test_figures_are_the_same_bytes_drawn_by_one_process_or_two(repo, tmp_path):
     drawn = {}
     for workers in (1, 2):
         out = tmp_path / f"workers{workers}"
-        sh([sys.executable, "stages/figures.py", "--workers", str(workers), "--out", str(out)], root, env)
-        drawn[workers] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        sh([sys.executable, "stages/report.py", "--workers", str(workers), "--out", str(out)], root, env)
+        drawn[workers] = {p.relative_to(out): p.read_bytes() for p in sorted((out / "figures").rglob("*")) if p.is_file()}
     assert any(p.suffix == ".png" for p in drawn[1]) and drawn[1] == drawn[2]
 
 
@@ -184,20 +184,20 @@ def test_exp_run_reruns_only_what_depends_on_the_changed_value(repo, tmp_path):
     root, env, dvc, _ = repo
     out = sh([*dvc, "exp", "run", "-S", "loss.alpha=0.1"], root, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    # noise reruns for any params change, but its labels come out byte-identical, so no other
-    # group's training reruns
-    assert ran == {"validate", "noise", "pretrain-main", "evaluate", "figures", "report"}
-    # evaluate and figures make main's metrics and accuracy curves again and keep the rest
+    # no label reads loss.alpha: the noise recipes (validate's output) are the same bytes, so
+    # noise does not rerun, nor does any other group's training
+    assert ran == {"validate", "pretrain-main", "evaluate", "report"}
+    # evaluate and report make main's metrics and accuracy curves again and keep the rest
     # (memo.py); a fresh folder made from scratch has the same bytes, _made_from.json included
     n_groups = len(list((root / "reports/metrics").glob("*-digits.json"))) + 1
     assert "main: test acc last" in out and "sce_table1-ce-digits: test acc last" not in out
     assert f"evaluate: kept the file of {n_groups - 1} of {n_groups} groups" in out
     assert "figures: reports/figures/main/main_test_acc.png" in out and "fig3_classwise_epochs" not in out
     assert "figures: kept " in out
-    for stage, folder in (("evaluate", "metrics"), ("figures", "figures")):
-        fresh = tmp_path / folder
-        sh([sys.executable, f"stages/{stage}.py", "--out", str(fresh)], root, env)
-        kept = root / "reports" / folder
+    sh([sys.executable, "stages/evaluate.py", "--out", str(tmp_path / "metrics")], root, env)
+    sh([sys.executable, "stages/report.py", "--out", str(tmp_path)], root, env)
+    for folder in ("metrics", "figures"):
+        fresh, kept = tmp_path / folder, root / "reports" / folder
         assert sorted(p.relative_to(kept) for p in kept.rglob("*")) == sorted(p.relative_to(fresh) for p in fresh.rglob("*"))
         for f in fresh.rglob("*"):
             assert f.is_dir() or (kept / f.relative_to(fresh)).read_bytes() == f.read_bytes(), f
@@ -213,7 +213,15 @@ def test_a_finetune_change_reruns_phase_two_only(repo):
     root, env, dvc, _ = repo
     out = sh([*dvc, "exp", "run", "-S", "o2u_table.digits.methods.o2u.finetune.lr=0.05"], root, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"validate", "noise", "finetune@o2u_table-o2u-digits", "evaluate", "figures", "report"}
+    assert ran == {"validate", "finetune@o2u_table-o2u-digits", "evaluate", "report"}
+
+
+def test_a_noise_change_reruns_the_noise_stage_and_the_training_whose_labels_changed(repo):
+    root, env, dvc, _ = repo
+    out = sh([*dvc, "exp", "run", "-S", "noise.seeds=[0,2]"], root, env)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"validate", "noise", "pretrain-main", "evaluate", "report"}
+    assert json.loads((root / "data/noisy/main/noise.json").read_text())["seeds"] == [0, 2]
 
 
 def test_a_bad_value_stops_before_any_output_is_removed(repo):

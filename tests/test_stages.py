@@ -100,17 +100,38 @@ def test_help_answers_without_torch_mlflow_or_matplotlib(script):
     assert "Usage:" in r.stdout and r.stdout.rstrip().endswith("[]"), r.stdout + r.stderr
 
 
-def test_validate_checks_every_group_and_writes_a_constant_file(tmp_path, params, write_params):
-    out = tmp_path / "validated.txt"
+def test_validate_checks_every_group_and_writes_the_noise_recipes(tmp_path, params, write_params):
+    from noisylabels.engine.noise import Recipe
+    from noisylabels.resolve import group_names, resolve_group
+
+    out, recipes = tmp_path / "validated.txt", tmp_path / "noise_recipes.json"
+
+    def validate():
+        r = run_stage("validate.py", "--params", write_params(params), "--out", out, "--recipes", recipes, cwd=tmp_path)
+        return r, out.read_text(), recipes.read_bytes()
+
     params["o2u_table"]["digits"]["methods"]["o2u"]["finetune"]["lr"] = float("nan")
-    r = run_stage("validate.py", "--params", write_params(params), "--out", out, cwd=tmp_path)
+    r = run_stage("validate.py", "--params", write_params(params), "--out", out, "--recipes", recipes, cwd=tmp_path)
     _fails_cleanly(r, "o2u_table.digits.methods.o2u.finetune.lr=nan: expected a finite number", out)
+    assert not recipes.exists()
     params["o2u_table"]["digits"]["methods"]["o2u"]["finetune"]["lr"] = 0.1
-    assert run_stage("validate.py", "--params", write_params(params), "--out", out, cwd=tmp_path).returncode == 0
-    text = out.read_text()
-    params["loss"]["alpha"] = 0.5  # another valid value: the same output, so nothing reruns on its account
-    assert run_stage("validate.py", "--params", write_params(params), "--out", out, cwd=tmp_path).returncode == 0
-    assert out.read_text() == text
+    r, text, before = validate()
+    assert r.returncode == 0, r.stderr
+    found = json.loads(before)
+    groups = [resolve_group(params, name) for name in group_names(params)]
+    assert list(found) == [g.folder for g in groups]
+    main = Recipe.of(groups[0])
+    assert found["main"] == {"group": "main", "dataset": "digits", "settings": [{"type": main.settings[0].type,
+                             "rate": main.settings[0].rate}], "seeds": list(main.seeds), "draw": main.draw,
+                             "val_fraction": main.val_fraction}
+    params["loss"]["alpha"] = 0.5  # a valid value no label reads: the same bytes, so the noise stage does not rerun
+    params["train"]["lr"] = 0.05
+    assert validate()[1:] == (text, before)
+    params["noise"]["seeds"] = [*params["noise"]["seeds"], 7]  # main's labels change: so does its recipe only
+    r, after_text, after = validate()
+    assert after_text == text  # the download stages' input: unchanged
+    changed = {k for k, v in json.loads(after).items() if found[k] != v}
+    assert changed == {"main"} and json.loads(after)["main"]["seeds"][-1] == 7
 
 
 def test_download_stage_records_local_files_and_reports_a_smaller_data_set(tmp_path, params, write_params):

@@ -59,7 +59,7 @@ def _exit_now(code: int) -> None:
 
 def workers_option(help: str):
     """--workers (also NOISYLABELS_WORKERS): processes doing a stage's work side by side,
-    which never changes its outputs (the training stages, the figures stage)."""
+    which never changes its outputs (the training stages, the report stage's figures)."""
     return click.option("--workers", default=min(2, os.cpu_count() or 1), type=click.IntRange(min=1),
                         show_default="min(2, CPU count)", envvar="NOISYLABELS_WORKERS", show_envvar=True, help=help)
 

@@ -161,7 +161,27 @@ def generate(dataset, settings, seeds, draw: str, val_fraction: float):
     return noisy, val, records
 
 
-def save(out_dir, group, noisy, val, records) -> None:
+@dataclass(frozen=True)
+class Recipe:
+    """All that a group's labels are drawn from, besides its data set's files: everything the
+    noise stage reads of params.yaml. The validate stage writes every group's recipe to
+    data/noise_recipes.json, and the noise stage depends on that file instead of params.yaml,
+    so a change that no label reads (`dvc exp run -S loss.alpha=0.1`) does not rerun it."""
+
+    group: str
+    dataset: str
+    settings: tuple  # spec.noise.NoiseSetting (type and rate), in the group's order
+    seeds: tuple[int, ...]
+    draw: str
+    val_fraction: float
+
+    @classmethod
+    def of(cls, group) -> Recipe:
+        """group: a resolved run group (resolve.Group)."""
+        return cls(group.name, group.dataset.name, group.settings, group.seeds, group.draw, group.val_fraction)
+
+
+def save(out_dir, recipe: Recipe, noisy, val, records) -> None:
     """noisy.npy, val.npy and noise.json into out_dir. Plain .npy (not .npz, whose zip
     headers carry the write time): the same labels give the same bytes, so when the noise
     stage reruns for a change elsewhere DVC sees this group's labels unchanged."""
@@ -169,9 +189,9 @@ def save(out_dir, group, noisy, val, records) -> None:
         np.save(tmp / "noisy.npy", noisy)
         np.save(tmp / "val.npy", val)
         write_json(tmp / "noise.json", {
-            "group": group.name, "dataset": group.dataset.name, "draw": group.draw,
-            "val_fraction": group.val_fraction,
-            "settings": [s.name for s in group.settings], "seeds": list(group.seeds),
+            "group": recipe.group, "dataset": recipe.dataset, "draw": recipe.draw,
+            "val_fraction": recipe.val_fraction,
+            "settings": [s.name for s in recipe.settings], "seeds": list(recipe.seeds),
             "runs": records,
         })
 

@@ -1,10 +1,12 @@
-"""The report stage's logic: every table, the claims report and reports/metrics.json from the
-evaluate stage's outputs; each table and its accuracy curves (drawn by the figures stage)
-also attached in MLflow to the parent runs of the groups it summarises.
+"""The report stage's logic: every figure (paper_figures.py), every table, the claims report
+and reports/metrics.json from the training and evaluate stages' outputs; each table and its
+accuracy curves also attached in MLflow to the parent runs of the groups it summarises.
 
 For each table section in params.yaml (and the main experiment): <table>.md and <table>.csv
 under reports/tables/; reports/claims.md checks each paper's conclusions on the runs
 (claims.py). The list of runs comes from params.yaml, so a shrunk grid never leaves stale rows.
+One stage for figures and tables (not two): DVC's time per stage it runs is about 1.3 s here,
+and drawing the figures fills the 2-3 s in which MLflow opens (tracking.open_early).
 """
 from __future__ import annotations
 
@@ -16,25 +18,26 @@ from noisylabels import tracking
 from noisylabels.engine import results
 from noisylabels.cli import stage_errors
 from noisylabels.io import atomic_dir, check_writable, dir_digest, write_json, write_text
-from noisylabels.errors import DataError
-from noisylabels.report import claims, tables
+from noisylabels.report import claims, paper_figures, tables
 from noisylabels.resolve import load_params, resolve_group
 
 
-def build(params_file: str, metrics_dir: str, runs_dir: str, figures_dir: str, out: str) -> None:
+def build(params_file: str, raw: str, noisy: str, runs_dir: str, metrics_dir: str, out: str, workers: int) -> None:
     out = Path(out)
-    with stage_errors():  # every input read and the store opened before anything is written
+    with stage_errors():  # every input read and the store checked before anything is written
         params = load_params(params_file)
         runs, _ = tables.collect(params, metrics_dir)
         groups = {g: resolve_group(params, g) for g in runs["group"].unique()}
         for g, group in groups.items():
             results.load_group(f"{runs_dir}/{group.folder}", group.stage)  # checked: a damaged folder stops here
-        curves = {t: tables.curves_path(figures_dir, t, params) for t in runs["table"].unique()}
-        missing = next((f for f in curves.values() if not f.is_file()), None)
-        if missing:
-            raise DataError(f"{missing}: missing; regenerate it with `dvc repro -f figures`")
         for target in ("tables", "claims.md", "metrics.json"):
             check_writable(out / target)
+        tracking.check_store()  # an unreachable server stops here, before a figure is drawn
+        # the figures first (each table's accuracy curves are attached beside it), then the
+        # tables, while MLflow opens (tracking.open_early)
+        for line in paper_figures.build(params_file, raw, noisy, runs_dir, metrics_dir, out / "figures", workers):
+            click.echo(line)
+        curves = {t: tables.curves_path(out / "figures", t, params) for t in runs["table"].unique()}
         # everything computed before the store is opened: MLflow opens meanwhile (tracking.open_early)
         summary = tables.summarize(runs)
         claims_md, claim_counts = claims.claims_report(runs)

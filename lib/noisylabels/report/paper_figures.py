@@ -1,8 +1,9 @@
 """Every figure: per table section its test accuracy per epoch, and the papers' own figures
 on every data set their table sections ran on: reports/figures/<paper>/<figure>.png, a
-paper figure with the plotted numbers in <figure>.csv beside it. Run by the figures stage:
+paper figure with the plotted numbers in <figure>.csv beside it. Drawn by the report stage
+(build.py), first:
 
-    python stages/figures.py                            # -> reports/figures/{sce,joint,gce,o2u}/
+    python stages/report.py                             # -> reports/figures/{main,sce,joint,gce,o2u}/, and the tables
 
 Each figure names the table section, methods and noise settings it reads (FIGURES); a
 figure whose runs are not in params.yaml (a shrunk grid) is skipped with a note. Class-wise

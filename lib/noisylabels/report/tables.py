@@ -59,8 +59,8 @@ def collect(params: dict, metrics_dir: str | Path) -> tuple[pd.DataFrame, pd.Dat
 
 
 def curves_path(folder, table: str, params: dict) -> Path:
-    """Where a table's test accuracy curves are drawn (the figures stage) and found (the
-    report stage): <folder>/<the table's paper, or main>/<table>_test_acc.png."""
+    """Where a table's test accuracy curves are drawn (paper_figures.py) and found (build.py,
+    which attaches them in MLflow): <folder>/<the table's paper, or main>/<table>_test_acc.png."""
     return Path(folder) / ("main" if table == MAIN else params[table]["paper"]) / f"{table}_test_acc.png"
 
 

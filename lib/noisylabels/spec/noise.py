@@ -1,5 +1,5 @@
 """Noise settings: the main experiment's one setting, a table's grid of them, the draw and
-the held-out split. The generators are in noisylabels/noise.py."""
+the held-out split. The generators are in noisylabels/engine/noise.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
