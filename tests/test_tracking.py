@@ -63,7 +63,7 @@ def test_attach_logs_a_table_once_and_again_when_it_changes(tmp_path, monkeypatc
 
     def attach() -> bool:  # as a report does: its own Tracker, the run as found, then its table
         report = tracking.Tracker()
-        return report.attach(report.find_parent("main", "main", "abc"), [table])
+        return report.attach(report.find_parents([("main", "main", "abc")])()[0], [table])
 
     table.write_text("first\n")
     assert attach() and artifact.read_text() == "first\n"
@@ -71,8 +71,13 @@ def test_attach_logs_a_table_once_and_again_when_it_changes(tmp_path, monkeypatc
     assert not attach() and artifact.read_text() == "not rewritten\n"
     table.write_text("second\n")
     assert attach() and artifact.read_text() == "second\n"
-    assert tracker.find_parent("main", "main", "other digest") is None
-    assert tracker.find_parent("no such experiment", "main", "abc") is None
+    later = tracker.start_run("main", "parent", {"group": "main", "outputs": "abc"}, {})  # a rerun's, the same outputs
+    running = tracker.start_run("main", "parent", {"group": "main", "outputs": "abc"}, {})
+    tracker.finish(later)
+    found = tracker.find_parents([("main", "main", "abc"), ("main", "main", "other digest"),
+                                  ("no such experiment", "main", "abc"), ("main", "other group", "abc")])()
+    assert [f and f[0] for f in found] == [later, None, None, None]  # the latest FINISHED one
+    tracker.finish(running)
 
 
 def test_a_stage_logging_through_the_helper_process_never_imports_mlflow(tmp_path):
@@ -89,7 +94,7 @@ tracker = tracking.Tracker()
 run_id = tracker.start_run("main", "parent", {"group": "main", "outputs": "abc"}, {"lr": "0.1"})
 tracker.log_metrics(run_id, {"test_acc": 0.5})
 tracker.finish(run_id)
-assert tracker.attach(tracker.find_parent("main", "main", "abc"), [Path("table.md")])
+assert tracker.attach(tracker.find_parents([("main", "main", "abc")])()[0], [Path("table.md")])
 assert "mlflow" not in sys.modules, "the stage imported mlflow"
 try:
     tracker.finish("no-such-run")
@@ -118,8 +123,25 @@ def test_an_answer_left_by_an_interrupted_call_is_not_taken_for_the_next_one(tmp
     tracker.client = helper
     helper.open(tracker.uri)
     run_id = tracker.start_run("main", "run", {}, {})
-    helper.seq += 1  # a call whose answer a signal kept this process from reading
-    helper.conn.send((helper.seq, "experiment", ("no such experiment",)))
+    helper.submit("experiment", ("no such experiment",))  # a call whose answer a signal kept this process from reading
     assert helper.experiment("main")[0] == tracker.experiment_id("main")
     tracker.finish(run_id)
     helper.conn.close()  # the helper ends
+
+
+def test_a_stage_that_stops_before_reading_an_answer_ends_with_its_helper_quietly(tmp_path):
+    """The report asks for the parent runs, then draws: a stage stopped meanwhile (a bad
+    figure input, Ctrl-C) never reads the answer, and the helper, answering into a closed
+    pipe, ends without a traceback."""
+    script = """
+from noisylabels import tracking
+tracking.open_early()
+tracker = tracking.Tracker()
+tracker.find_parents([("main", "main", "abc")])
+raise SystemExit(3)
+"""
+    env = {**os.environ, "DVC_ROOT": str(tmp_path)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 3 and "Traceback" not in out.stderr and "Error" not in out.stderr, out.stderr

@@ -6,7 +6,7 @@ For each table section in params.yaml (and the main experiment): <table>.md and 
 under reports/tables/; reports/claims.md checks each paper's conclusions on the runs
 (claims.py). The list of runs comes from params.yaml, so a shrunk grid never leaves stale rows.
 One stage for figures and tables (not two): DVC's time per stage it runs is about 1.3 s here,
-and drawing the figures fills the 2-3 s in which MLflow opens (tracking.open_early).
+and the figures are drawn while MLflow opens and finds the parent runs (tracking.open_early).
 """
 from __future__ import annotations
 
@@ -32,13 +32,15 @@ def build(params_file: str, raw: str, noisy: str, runs_dir: str, metrics_dir: st
             results.load_group(f"{runs_dir}/{group.folder}", group.stage)  # checked: a damaged folder stops here
         for target in ("tables", "claims.md", "metrics.json"):
             check_writable(out / target)
-        tracking.check_store()  # an unreachable server stops here, before a figure is drawn
-        # the figures first (each table's accuracy curves are attached beside it), then the
-        # tables, while MLflow opens (tracking.open_early)
+        # the store opens in the helper process while this one imports pandas and matplotlib
+        # (tracking.open_early); it then finds the parent runs while the figures are drawn
+        tracker = tracking.Tracker()
+        parents = tracker.find_parents([(group.table, g, dir_digest(f"{runs_dir}/{group.folder}"))
+                                        for g, group in groups.items()])
+        # the figures first: each table's accuracy curves are attached beside it
         for line in paper_figures.build(params_file, raw, noisy, runs_dir, metrics_dir, out / "figures", workers):
             click.echo(line)
         curves = {t: tables.curves_path(out / "figures", t, params) for t in runs["table"].unique()}
-        # everything computed before the store is opened: MLflow opens meanwhile (tracking.open_early)
         summary = tables.summarize(runs)
         claims_md, claim_counts = claims.claims_report(runs)
         rendered = {}  # table -> (markdown, csv)
@@ -47,8 +49,7 @@ def build(params_file: str, raw: str, noisy: str, runs_dir: str, metrics_dir: st
             notes = tables.shared_phase1([g for g in groups.values() if g.table == table])
             rendered[table] = (tables.table_markdown(tables.title(table, params), part, seeds, notes),
                                tables.table_csv(part).to_csv(index=False, float_format="%.4f"))
-        tracker = tracking.Tracker()
-        parents = {g: tracker.find_parent(group.table, g, dir_digest(f"{runs_dir}/{group.folder}")) for g, group in groups.items()}
+        parents = dict(zip(groups, parents()))
     written = {}
     with atomic_dir(out / "tables") as tdir:
         for table, (markdown, csv) in rendered.items():
