@@ -1,4 +1,4 @@
-"""Outputs kept when what they are made from has not changed: the evaluate and figures
+"""Outputs kept when what they are made from has not changed: the evaluate and report
 stages make only the group metrics and figures whose inputs changed (`dvc exp run -S
 loss.alpha=0.1` changes the main experiment's runs only: its metrics and its accuracy curves
 are made again, the papers' figures are kept).

@@ -1,7 +1,7 @@
-"""Plots of the figures stage: each function draws one kind of figure from a tidy DataFrame
-and writes the PNG (atomically): the tables' accuracy curves, and the papers' figures
-(report/paper_figures.py builds their data). Where a table's curves go is
-tables.curves_path, which the report stage also reads without importing matplotlib."""
+"""Plots of the report stage's figures: each function draws one kind of figure from a tidy
+DataFrame and writes the PNG (atomically): the tables' accuracy curves, and the papers'
+figures (report/paper_figures.py builds their data). Where a table's curves go is
+tables.curves_path."""
 from __future__ import annotations
 
 import textwrap
