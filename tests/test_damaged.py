@@ -81,6 +81,8 @@ CASES = [  # (file, damage, stage and its arguments, output it must not write, e
      "reports/metrics/main.json: unreadable"),
     ("mlflow.db", _garble, ("pretrain.py", "--group", "main"), "data/runs/main",
      "mlflow.db': unusable"),
+    ("mlflow.db", _garble, ("report.py",), "reports/figures",  # stops before a figure is drawn
+     "mlflow.db': unusable"),
     ("data/runs", lambda p: (shutil.rmtree(p), p.write_text("a file, not a folder")),
      ("pretrain.py", "--group", "main"), "data/runs/main", "data/runs/main: cannot be written"),
 ]
