@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from noisylabels import tracking
@@ -87,6 +88,8 @@ def test_a_stage_logging_through_the_helper_process_never_imports_mlflow(tmp_pat
     (tmp_path / "table.md").write_text("a table\n")
     script = """
 import sys
+
+import pytest
 from pathlib import Path
 from noisylabels import tracking
 tracking.open_early()
@@ -129,15 +132,18 @@ def test_an_answer_left_by_an_interrupted_call_is_not_taken_for_the_next_one(tmp
     helper.conn.close()  # the helper ends
 
 
-def test_a_stage_that_stops_before_reading_an_answer_ends_with_its_helper_quietly(tmp_path):
+@pytest.mark.parametrize("wait", [0, 1], ids=["before the answer is sent", "after it is sent"])
+def test_a_stage_that_stops_before_reading_an_answer_ends_with_its_helper_quietly(tmp_path, wait):
     """The report asks for the parent runs, then draws: a stage stopped meanwhile (a bad
-    figure input, Ctrl-C) never reads the answer, and the helper, answering into a closed
-    pipe, ends without a traceback."""
-    script = """
+    figure input, Ctrl-C) never reads the answer, and the helper ends without a traceback,
+    whether it answers into a closed pipe or finds the pipe reset by an unread answer."""
+    script = f"""
+import time
 from noisylabels import tracking
 tracking.open_early()
 tracker = tracking.Tracker()
 tracker.find_parents([("main", "main", "abc")])
+time.sleep({wait})
 raise SystemExit(3)
 """
     env = {**os.environ, "DVC_ROOT": str(tmp_path)}

@@ -353,7 +353,7 @@ def _serve(conn, stage_end, parent_pid: int) -> None:
     while True:
         try:
             seq, name, args = conn.recv()
-        except EOFError:  # the stage ended
+        except (EOFError, OSError):  # the stage ended (OSError: with an answer left unread, a reset)
             return
         loading.join()
         try:
