@@ -26,7 +26,7 @@ def build(params_file: str, raw: str, noisy: str, runs_dir: str, metrics_dir: st
     out = Path(out)
     with stage_errors():  # every input read and the store checked before anything is written
         params = load_params(params_file)
-        runs, _ = tables.collect(params, metrics_dir)
+        runs, per_epoch = tables.collect(params, metrics_dir)
         groups = {g: resolve_group(params, g) for g in runs["group"].unique()}
         for g, group in groups.items():
             results.load_group(f"{runs_dir}/{group.folder}", group.stage)  # checked: a damaged folder stops here
@@ -38,7 +38,7 @@ def build(params_file: str, raw: str, noisy: str, runs_dir: str, metrics_dir: st
         parents = tracker.find_parents([(group.table, g, dir_digest(f"{runs_dir}/{group.folder}"))
                                         for g, group in groups.items()])
         # the figures first: each table's accuracy curves are attached beside it
-        for line in paper_figures.build(params_file, raw, noisy, runs_dir, metrics_dir, out / "figures", workers):
+        for line in paper_figures.build(params, per_epoch, raw, noisy, runs_dir, out / "figures", workers):
             click.echo(line)
         curves = {t: tables.curves_path(out / "figures", t, params) for t in runs["table"].unique()}
         summary = tables.summarize(runs)

@@ -31,7 +31,7 @@ from noisylabels.data import store
 from noisylabels.io import atomic_dir, check_writable, dir_digest
 from noisylabels.report import figures, tables
 from noisylabels.report.published import PAPER_NAMES
-from noisylabels.resolve import MAIN, group_names, load_params, resolve_group
+from noisylabels.resolve import MAIN, group_names, resolve_group
 
 
 class NotRun(Exception):
@@ -320,7 +320,7 @@ FIGURES = {
 }
 
 
-def build(params_file: str, raw: str, noisy: str, runs: str, metrics_dir: str, out: str,
+def build(params: dict, curves: pd.DataFrame, raw: str, noisy: str, runs: str, out: str,
           workers: int = 1) -> list[str]:
     """Every figure into a fresh `out` folder that replaces the old one at the end: every paper
     figure on every data set its table ran on, then per table its accuracy curves
@@ -328,10 +328,9 @@ def build(params_file: str, raw: str, noisy: str, runs: str, metrics_dir: str, o
     old folder is kept from there (memo.py). Returns the lines to print (what was written,
     kept or skipped). The figures are drawn by `workers` processes side by side (drawing is
     most of this stage's time); each draws in one thread, so a figure is the same for any
-    `workers`."""
-    params = load_params(params_file)
+    `workers`. params, curves: the report's, read and checked before anything is drawn
+    (resolve.load_params, tables.collect)."""
     ctx = Runs(params, raw, noisy, runs)
-    _, curves = tables.collect(params, metrics_dir)  # every input checked before anything is drawn
     check_writable(out)
     lines, todo = [], []  # todo: (name, key, job)
     with atomic_dir(out) as tmp:
