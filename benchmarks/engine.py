@@ -13,8 +13,9 @@ interleaved round by round (A, B, C, A, B, C, ...), so that all share the machin
             at the end), so that both do the same work;
   per-run   loop.train, one run at a time (what `train.stack: off` trains);
   stacked   stack.train_units over stack.units, what one worker trains: all runs as one
-            model (`train.stack: auto`), or with --stack-sizes stacks of at most N runs
-            (`train.stack: N`), a row per size (MLPs only; --mlp-runs sets their number).
+            model (`train.stack` = the number of runs), or with --stack-sizes stacks of at
+            most N runs (`train.stack: N`), a row per size (--mlp-runs sets the MLP's runs).
+            Each network's line says whether `train.stack: auto` stacks it on this device.
 With several --precisions (train.precision), the engine and stacked rows are repeated per
 precision (the official loop stays float32); with --compile the engine rows run under
 torch.compile in that mode (train.compile; the first round includes compiling, so give two
@@ -42,11 +43,12 @@ from noisylabels.data.store import Dataset
 from noisylabels.resolve import load_params, resolve_group
 
 # network -> (data set name, model section, training images, runs, epochs, batch size): the
-# digits MLP as a default group's stack, the CNNs at SCE's batch size; a round takes seconds
+# digits MLP as a default group's stack, the CNNs at SCE's batch size, 4 runs (a stack) of
+# 512 or 256 images; a round takes seconds on this CPU
 NETWORKS = {
     "digits_mlp": ("digits", None, None, 12, 5, 64),
-    "sce_mnist_cnn": ("mnist", {"name": "sce_mnist_cnn"}, 2048, 1, 2, 128),
-    "sce_cifar10_cnn": ("cifar10", {"name": "sce_cifar10_cnn"}, 512, 1, 1, 128),
+    "sce_mnist_cnn": ("mnist", {"name": "sce_mnist_cnn"}, 512, 4, 2, 128),
+    "sce_cifar10_cnn": ("cifar10", {"name": "sce_cifar10_cnn"}, 256, 4, 1, 128),
 }
 SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
@@ -127,9 +129,9 @@ def _per_run(data: loop.Tensors, jobs) -> list:
     return [loop.train(data, job) for job in jobs]
 
 
-def _stacked(data: loop.Tensors, jobs) -> list:
+def _stacked(data: loop.Tensors, jobs, device: str) -> list:
     """What one worker trains: the jobs cut by train.stack (stack.units), a unit at a time."""
-    return [r for unit in stack.units(jobs, 1) for r in stack.train_units(data, unit)]
+    return [r for unit in stack.units(jobs, 1, device) for r in stack.train_units(data, unit)]
 
 
 def _step_flops(group, data: loop.Tensors, batch: int) -> float:
@@ -191,10 +193,10 @@ def main(rounds, device, networks, precisions, stack_sizes, mlp_runs, compile_mo
             if not all(stack.stackable(job) for job in jobs):
                 continue
             for size in stack_sizes.split(","):
-                setting = "auto" if size == "auto" else int(size)
+                setting = runs if size == "auto" else int(size)
                 _, stacked_jobs = _jobs(ds, model, runs, epochs, batch, device, precision, compile_mode, setting)
                 label = " ".join(["stacked", *([precision] if several else []), *([] if size == "auto" else [f"<={size}"])])
-                engines[label] = functools.partial(_stacked, data, stacked_jobs)
+                engines[label] = functools.partial(_stacked, data, stacked_jobs, device)
         images = sum(int((~j.labels.val).sum()) for j in jobs) * epochs
         best = {k: float("inf") for k in engines}
         for _ in range(rounds):
@@ -205,10 +207,10 @@ def main(rounds, device, networks, precisions, stack_sizes, mlp_runs, compile_mo
                 _sync(device)
                 best[key] = min(best[key], time.perf_counter() - t)
         flops = _step_flops(group, data, group.train.batch_size)
+        auto = len(stack.units(jobs, 1, device)[0]) > 1  # jobs: train.stack auto
         print(f"\n{name}: {runs} runs x {epochs} epoch(s) x {images // (runs * epochs)} images, "
-              f"batch {group.train.batch_size}, {flops / 1e6:.2f} MFLOP per training image"
-              + ("" if any(k.startswith("stacked") for k in engines)
-                 else "; not stacked (stack.py stacks the digits MLP only)"))
+              f"batch {group.train.batch_size}, {flops / 1e6:.2f} MFLOP per training image; "
+              f"train.stack auto {'stacks' if auto else 'does not stack'} it on {device}")
         for key, seconds in best.items():
             rate = images / seconds
             ratios = "  ".join(f"x{best[other] / seconds:.2f} vs {other}" for other in best if other != key)

@@ -6,8 +6,9 @@
 #
 # Prints the GPU and versions, then benchmarks/engine.py on cuda: the official-style loop,
 # the per-run engine and the stacked engine on the digits MLP and SCE's MNIST and CIFAR-10
-# CNNs, each in float32 and in bf16 autocast (train.precision), the digits MLP with 48 runs
-# in stacks of at most 6, at most 24 and all 48 (train.stack), with images per second,
+# CNNs (4 runs as one stack, which `train.stack: auto` does on CUDA), each in float32 and in
+# bf16 autocast (train.precision), the digits MLP with 48 runs in stacks of at most 6, at
+# most 24 and all 48 (train.stack), with images per second,
 # ratios and the share of the float32 matmul peak; then the same engine rows under
 # torch.compile with CUDA graphs (train.compile: reduce-overhead) on the MNIST CNN and 48
 # stacked digits runs. Measured numbers go to README.md ("GPU"); none is there until this

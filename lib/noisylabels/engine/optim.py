@@ -43,7 +43,8 @@ class SGD:
     CNN, on every kernel of its ResNet-44.
 
     stacked: every parameter holds N runs' (stack.py: a leading run dimension), so gradients
-    are clipped per run, each run's norm over its own slices, as clip_grad_norm_ clips it alone.
+    are clipped per run, each run's norm over its own slices, as clip_grad_norm_ clips it
+    alone, and a kernel has one dimension more.
     """
 
     def __init__(self, named_params, momentum: float, weight_decay: float, l2: dict | None = None,
@@ -55,9 +56,11 @@ class SGD:
         self.buffers = [torch.zeros_like(p) for p in self.params]
         self.l2_index, self.l2_coef = [], []
         for prefix, c in (l2 or {}).items():
-            hits = [i for i, (n, p) in enumerate(named) if p.dim() > 1 and (prefix == "all" or n.startswith(f"{prefix}."))]
+            kernel = 2 if stacked else 1  # a kernel's dimensions exceed this (a stack adds one)
+            hits = [i for i, (n, p) in enumerate(named)
+                    if p.dim() > kernel and (prefix == "all" or n.startswith(f"{prefix}."))]
             if not hits:
-                kernels = sorted({n.rsplit(".", 1)[0] for n, p in named if p.dim() > 1})
+                kernels = sorted({n.rsplit(".", 1)[0] for n, p in named if p.dim() > kernel})
                 raise ConfigError(f"train.l2.{prefix}={c!r}: no layer of the model has that name; "
                                   f"expected all or one of {', '.join(kernels)}")
             for i in hits:

@@ -1,10 +1,10 @@
 """Stacked training: several runs of a group trained as one model (`train.stack`).
 
 Runs that share everything but their noise setting, seed, labels and loss overrides (one
-MLP, one method, one schedule, fitted sets of one size) train together: each linear layer
-holds all N runs' weights as one N x in x out tensor and multiplies all runs' batches in
-one batched matmul, so a step of N runs costs about the kernel launches of one (the digits
-MLP is launch-bound on a CPU: benchmarks/engine.py). Each run keeps its own initial weights
+network, one method, one schedule, fitted sets of one size) train together: every weight
+holds all N runs' as one tensor with a leading run dimension, and one step computes all
+runs' batches, so a step of N runs costs about the kernel launches of one (the digits MLP
+is launch-bound on a CPU, a small CNN on a GPU: benchmarks/engine.py). Each run keeps its own initial weights
 (built as loop.train builds them), batch order, augmentation draws, labels, optimizer
 buffers and history, so a stacked run is the run loop.train trains, up to floating-point
 summation order (tests/test_stack.py). The loss is the method's per-sample loss on all
@@ -12,17 +12,24 @@ runs' batches at once (or each run's own, where overrides change its numbers); t
 runs of each run's batch mean gives each run exactly its own gradient, and SGD's update is
 elementwise.
 
-What stacks (`stackable`): every run on digits_mlp without per-layer L2, but a Forward /
-Backward run with an `estimated` matrix (a CE fit per run comes first). Per run, a stack
-keeps: gradient-norm clipping (optim.SGD's `stacked`), a Forward/Backward transition
-matrix (losses.py takes the N matrices), truncated Lq's sample weights (_Truncation), D2L's
-LID, turning point, roll-back and alpha (_D2L), phase 1's label state (_Phase1: each run's
-own two_phase.py method object), phase 2's phase-1 labels and weights and mixup draws
+Two stacked models: StackedMLP (batched matmuls) for the digits MLP, and StackedModel for
+every other network, through torch.func (the runs' parameters and buffers stacked, one
+forward pass vmapped over them: a convolution becomes a grouped one, batch norm keeps each
+run's batch statistics and running averages). `train.stack: auto` stacks by measurement:
+on CUDA every network, on the CPU the digits MLP only (StackedModel's grouped convolutions
+ran the MNIST CNN at 0.3-0.8x of the runs one by one there: benchmarks/engine.py).
+
+What stacks (`stackable`): every run, but a Forward / Backward run with an `estimated`
+matrix (a CE fit per run comes first) and a network with dropout (vmap would draw its masks
+otherwise than the run alone). Per run, a stack keeps: Keras' per-layer L2 and
+gradient-norm clipping (optim.SGD's `stacked`), a Forward/Backward transition matrix
+(losses.py takes the N matrices), truncated Lq's sample weights (_Truncation), D2L's LID,
+turning point, roll-back and alpha (_D2L), phase 1's label state (_Phase1: each run's own
+two_phase.py method object), phase 2's phase-1 labels and weights and mixup draws
 (_Finetune), and O2U's kept samples: runs of different lengths take different numbers of
 steps, so a step pads the shorter batches (their losses masked out) and leaves a finished
-run's weights and optimizer state as they were (_batches). Not stacked, for want of time
-rather than by measurement: the CNNs (grouped convolutions were 0.4-0.8x on this CPU in
-the issue's prototype, so `auto` would not stack them here anyway).
+run's weights and optimizer state as they were (_batches). Padding reaches batch norm's
+batch statistics, so a network with batch norm stacks only runs of one length.
 
 A stack saves each run's checkpoint in loop.train's own format (checkpoint.py), all of one
 epoch, and resumes from them as a stack, so a resumed stack equals an uninterrupted one.
@@ -31,6 +38,7 @@ Used by workers.py: `units` cuts a group's jobs into stacks, `train_units` train
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 
@@ -45,7 +53,7 @@ from noisylabels.engine.optim import SGD
 
 
 def stackable(job: loop.Job) -> bool:
-    if job.run.group.model.name != "digits_mlp" or job.run.group.train.l2:
+    if job.run.group.model.dropout:
         return False
     if job.kind == "finetune":
         # O2U's kept subsets differ in size, so its runs take different numbers of steps; with
@@ -54,22 +62,25 @@ def stackable(job: loop.Job) -> bool:
     return job.kind == "pretrain" or getattr(job.run.method.loss, "matrix", None) != "estimated"
 
 
-def units(jobs: list[loop.Job], workers: int) -> list[list[loop.Job]]:
+def units(jobs: list[loop.Job], workers: int, device: str) -> list[list[loop.Job]]:
     """The jobs cut into what one worker trains at a time, in job order: stacks of
     neighbouring stackable jobs with one method (up to loss overrides: _stack_key) and
     fitted-set size, of at most train.stack runs and at most a `workers`-th of the jobs (so
-    every worker gets a stack), and every other job alone."""
+    every worker gets a stack), and every other job alone. device: where they train (auto:
+    on the CPU only the digits MLP stacks, see the module docstring)."""
     if not jobs:
         return []
     setting = jobs[0].run.group.train.stack
-    size = 1 if setting == "off" else math.ceil(len(jobs) / max(1, workers))
+    cpu_auto = setting == "auto" and torch.device(device).type == "cpu"
+    off = setting == "off" or (cpu_auto and jobs[0].run.group.model.name != "digits_mlp")
+    size = 1 if off else math.ceil(len(jobs) / max(1, workers))
     if isinstance(setting, int):
         size = min(size, setting)
     out: list[list[loop.Job]] = []
     for job in jobs:
         last = out[-1] if out else None
         if (last and len(last) < size and stackable(job) and stackable(last[0])
-                and _stack_key(job) == _stack_key(last[0]) and _n_fit(job) == _n_fit(last[0])):
+                and _stack_key(job) == _stack_key(last[0]) and _sizes(job) == _sizes(last[0])):
             last.append(job)
         else:
             out.append([job])
@@ -95,6 +106,15 @@ def _n_fit(job: loop.Job) -> int:
     return int((~job.labels.val).sum())
 
 
+def _sizes(job: loop.Job) -> tuple[int, int | None]:
+    """What must be equal in a stack: the fitted-set size and, but on the digits MLP, the
+    number of samples trained on (O2U's kept samples): a padded batch would reach batch
+    norm's statistics."""
+    keep = job.phase1.get("keep") if job.kind == "finetune" else None
+    trained = _n_fit(job) if keep is None else int(np.sum(keep))
+    return _n_fit(job), None if job.run.group.model.name == "digits_mlp" else trained
+
+
 def train_units(data: loop.Tensors, jobs: list[loop.Job], report=None) -> list[loop.RunResult]:
     """Train one unit of `units`: a job alone (loop.train) or a stack. A stack that an
     earlier, killed execution checkpointed resumes as a stack when every run saved the same
@@ -105,7 +125,42 @@ def train_units(data: loop.Tensors, jobs: list[loop.Job], report=None) -> list[l
     return [loop.train(data, job, report) for job in jobs]
 
 
-class StackedMLP(nn.Module):
+class _Stack(nn.Module):
+    """What train_stack needs of N runs' models as one: `n`, the runs' stacked tensors under
+    loop.train's state_dict names (`state_items`), the parameters in loop.train's optimizer
+    order, and one run's weights out and in."""
+
+    n: int
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def state_items(self) -> list[tuple[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def optimizer_order(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    @staticmethod
+    def run_layout(i: int, t: torch.Tensor) -> torch.Tensor:
+        """One run's slice of state_items()[i] (or of optimizer buffer i) in loop.train's
+        layout, and back."""
+        return t
+
+    def state_dict_of(self, r: int) -> dict[str, torch.Tensor]:
+        """Run r's state_dict, as loop.train's model has it."""
+        return {name: self.run_layout(i, t[r].detach()).clone(memory_format=torch.contiguous_format)
+                for i, (name, t) in enumerate(self.state_items())}
+
+    @torch.no_grad()
+    def load_run(self, r: int, state: dict[str, torch.Tensor]) -> None:
+        """Run r's weights (and buffers) from a state_dict_of-format dict."""
+        for i, (name, t) in enumerate(self.state_items()):
+            t[r].copy_(self.run_layout(i, state[name]))
+
+
+class StackedMLP(_Stack):
     """N digits_mlp models (Flatten, then Linear and ReLU layers) as one: layer i's weights
     are an N x in x out tensor (nn.Linear's transposed: batched matmuls on this layout ran a
     forward and backward step of 24 digits MLPs in 3.1 ms against 3.9 ms on N x out x in,
@@ -136,36 +191,84 @@ class StackedMLP(nn.Module):
                 h = torch.relu_(h)  # in place: baddbmm's backward does not read its output
         return h
 
-    def state_dict_of(self, r: int) -> dict[str, torch.Tensor]:
-        """Run r's weights under loop.train's names (weight then bias of each layer)."""
-        return {name: self.run_layout(i, t[r].detach()).clone(memory_format=torch.contiguous_format)
-                for i, (name, t) in enumerate(zip(self.names, self.optimizer_order()))}
-
-    @torch.no_grad()
-    def load_run(self, r: int, state: dict[str, torch.Tensor]) -> None:
-        """Run r's weights from a state_dict_of-format dict."""
-        for i, (name, t) in enumerate(zip(self.names, self.optimizer_order())):
-            t[r].copy_(self.run_layout(i, state[name]))
+    def state_items(self):
+        return list(zip(self.names, self.optimizer_order()))
 
     def optimizer_order(self) -> list[nn.Parameter]:
-        """The parameters in the order of loop.train's optimizer buffers."""
         return [t for pair in zip(self.weights, self.biases) for t in pair]
 
     @staticmethod
     def run_layout(i: int, t: torch.Tensor) -> torch.Tensor:
-        """One run's slice of optimizer_order()[i] (or of its optimizer buffer) in loop.train's
-        layout, and back: a weight transposed, a bias as it is."""
+        """A weight transposed, a bias as it is."""
         return t.mT if i % 2 == 0 else t
 
 
+class StackedModel(_Stack):
+    """N models of any other network as one, through torch.func: their parameters and
+    buffers stacked (stack_module_state, each N x its shape), and the forward pass of one
+    model vmapped over them (functional_call). In training mode each run's batch norm uses
+    its own batch's statistics and updates its own running averages (in place, through
+    vmap). Input and output as StackedMLP's."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.n = len(models)
+        params, buffers = torch.func.stack_module_state(models)
+        self.names, self.buffer_names = list(params), list(buffers)
+        self.params = nn.ParameterList(params.values())
+        for i, t in enumerate(buffers.values()):
+            self.register_buffer(f"stacked_{i}", t)
+        order = {name: i for i, name in enumerate(models[0].state_dict())}
+        self._state = sorted([*self.names, *self.buffer_names], key=order.__getitem__)
+        # the network the stacked tensors run through, without weights of its own (so not a
+        # submodule: its parameters are not the stack's)
+        self._network = [copy.deepcopy(models[0]).to("meta")]
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {**dict(zip(self.names, self.params)),
+                **{name: getattr(self, f"stacked_{i}") for i, name in enumerate(self.buffer_names)}}
+
+    def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
+        """head=False: the input of the last linear layer (D2L's LID features), N x B x width."""
+        network = self._network[0].train(self.training)
+        one = functools.partial(self._one, network, head)
+        return torch.func.vmap(one, in_dims=(0, None if x.dim() == 4 else 0))(self._tensors(), x)
+
+    @staticmethod
+    def _one(network: nn.Module, head: bool, tensors: dict, x: torch.Tensor) -> torch.Tensor:
+        if head:
+            return torch.func.functional_call(network, tensors, (x,))
+        captured = []
+        last = [m for m in network.modules() if isinstance(m, nn.Linear)][-1]
+        hook = last.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].flatten(1)))
+        try:
+            torch.func.functional_call(network, tensors, (x,))
+        finally:
+            hook.remove()
+        return captured[0]
+
+    def state_items(self):
+        tensors = self._tensors()
+        return [(name, tensors[name]) for name in self._state]
+
+    def optimizer_order(self) -> list[nn.Parameter]:
+        return list(self.params)
+
+
+def stacked_model(group, models: list[nn.Module]) -> _Stack:
+    return StackedMLP(models) if group.model.name == "digits_mlp" else StackedModel(models)
+
+
 @torch.no_grad()
-def _logits(model: StackedMLP, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """N x len(x) x classes; x: B x ... (shared) or N x B x ..."""
-    dim = 0 if x.dim() == 4 else 1
+def _logits(model: _Stack, x: torch.Tensor) -> torch.Tensor:
+    """N x len(x) x classes in evaluation mode, as methods.logits's chunks of 4096 images
+    split over the runs; x: B x ... (shared) or N x B x ..."""
+    model.eval()
+    dim, chunk = (0 if x.dim() == 4 else 1), max(1, 4096 // model.n)
     return torch.cat([model(part) for part in x.split(chunk, dim)], 1)
 
 
-def _predict(model: StackedMLP, x: torch.Tensor) -> torch.Tensor:
+def _predict(model: _Stack, x: torch.Tensor) -> torch.Tensor:
     """N x len(x) predicted classes."""
     return _logits(model, x).argmax(2)
 
@@ -209,14 +312,14 @@ class _Stacked:
     loss and no state. `saved`: the runs' checkpoints, whose "method" entries the subclasses
     read, in their single-run class's state() format."""
 
-    def __init__(self, trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved: list[dict] | None):
+    def __init__(self, trainer: methods.Standard, model: _Stack, jobs: list[loop.Job], saved: list[dict] | None):
         self.loss_fn, self.n = trainer.loss_fn, model.n
         # runs with their own losses (_stack_key: other numbers, or other losses of another
         # group of the stage)
         specs = [job.run.method.loss for job in jobs] if jobs[0].kind == "single" else []
-        self.parts = _parts(specs, lambda r: make_loss(specs[r]), model.weights[0].device)
+        self.parts = _parts(specs, lambda r: make_loss(specs[r]), model.device)
 
-    def batch_loss(self, model: StackedMLP, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
+    def batch_loss(self, model: _Stack, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
                    sizes: list[int] | None = None):
         """(N x B per-sample losses, N x B x classes logits) of N runs' batches x; targets:
         N x B labels (or N x B x classes soft labels); idx: N x B positions in the runs' training
@@ -239,7 +342,7 @@ class _Stacked:
     def after_backward(self, idx: torch.Tensor) -> None:
         pass
 
-    def end_epoch(self, epoch: int, model: StackedMLP, x: torch.Tensor, y: torch.Tensor, val_acc: list[float]
+    def end_epoch(self, epoch: int, model: _Stack, x: torch.Tensor, y: torch.Tensor, val_acc: list[float]
                   ) -> list[dict[str, float]]:
         """x: N x n fitted images, y: N x n labels, val_acc: each run's held-out accuracy;
         returns each run's history values."""
@@ -263,7 +366,7 @@ class _Truncation(_Stacked):
         super().__init__(trainer, model, jobs, saved)
         self.k, self.start, self.interval = trainer.k, trainer.start, trainer.interval
         self.best = copy.deepcopy(model)  # holds each run's best weights when they are used
-        self.weight = torch.ones(model.n, _n_fit(jobs[0]), device=model.weights[0].device)
+        self.weight = torch.ones(model.n, _n_fit(jobs[0]), device=model.device)
         self.best_acc, self.best_state = [-1.0] * model.n, [None] * model.n
         if saved:
             self.weight = torch.stack([state["method"]["weight"] for state in saved]).to(self.weight.device)
@@ -321,6 +424,7 @@ class _D2L(_Stacked):
     def _lid(self, model, x) -> list[float]:
         """D2L._lid for every run: the mean LID of its lid_batch-sized batches of lid_samples
         fitted samples drawn with its own generator."""
+        model.eval()  # as D2L._lid
         subsets = torch.stack([torch.randperm(x.shape[1], generator=g)[: self.t.lid_samples] for g in self.rng])
         picked = x[torch.arange(self.n)[:, None], subsets.to(x.device)]  # N x m x ...
         m, bs = picked.shape[1], self.t.lid_batch
@@ -366,7 +470,7 @@ class _Finetune(_Stacked):
         for t, state in zip(self.trainers, saved or []):
             t.restore(state["method"])
         self.parts = _parts([job.run.method.finetune.loss for job in jobs], lambda r: self.trainers[r].loss_fn,
-                            model.weights[0].device)
+                            model.device)
 
     def batch_loss(self, model, x, targets, idx, sizes=None):
         logits = model(x)
@@ -441,7 +545,7 @@ def _trainer(jobs: list[loop.Job], data: loop.Tensors) -> methods.Standard:
                          device=data.train_x.device)
 
 
-def _hooks(trainer: methods.Standard, model: StackedMLP, jobs: list[loop.Job], saved, data) -> _Stacked:
+def _hooks(trainer: methods.Standard, model: _Stack, jobs: list[loop.Job], saved, data) -> _Stacked:
     if jobs[0].kind == "pretrain":
         return _Phase1(trainer, model, jobs, saved, data)
     kind = {methods.D2L: _D2L, methods.TruncatedLq: _Truncation, two_phase.Finetune: _Finetune}.get(
@@ -472,10 +576,10 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
         for m, state in zip(models, saved):
             m.load_state_dict(state["model"])
         rngs = [state["global_rng"] for state in saved]
-    model = loop.compiled(StackedMLP(models), group.train)
+    model = loop.compiled(stacked_model(group, models), group.train)
     method = _trainer(jobs, data)
     opt = SGD(zip(model.names, model.optimizer_order()), group.train.momentum, group.train.weight_decay,
-              nesterov=group.train.nesterov, grad_clip=group.train.grad_clip, stacked=True)
+              group.train.l2, group.train.nesterov, group.train.grad_clip, stacked=True)
 
     def per_run(values) -> torch.Tensor:
         return torch.from_numpy(np.stack(values)).to(device)
@@ -513,6 +617,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                                   for e in range(saved[0]["epoch"])] for key in ("test_preds", "val_preds"))
         iterations, first = [state["iteration"] for state in saved], saved[0]["epoch"] + 1
     for epoch in range(first, method.epochs + 1):
+        model.train()  # _logits leaves it in evaluation mode
         lr, bs = method.lr(epoch), method.batch_size(epoch)
         perms = [torch.randperm(c, generator=g, device=device) for c, g in zip(counts, orders)]
         sums = torch.zeros(n_runs, 4, device=device)

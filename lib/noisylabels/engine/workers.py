@@ -93,7 +93,7 @@ class Workers:
     once, while the caller sets up MLflow. With one process, jobs run here."""
 
     def __init__(self, dataset, device, processes: int, threads: int, train):
-        self.pool, self.on_events, self.processes = None, _ignore, processes
+        self.pool, self.on_events, self.processes, self.device = None, _ignore, processes, str(device)
         if processes > 1:
             # fork on the CPU: a worker starts in milliseconds with torch already imported
             # (spawn costs seconds of imports per worker and group); CUDA needs spawn. The
@@ -113,7 +113,7 @@ class Workers:
         """The jobs' results, in job order, as each is ready; meanwhile on_events(the
         progress events since its last call)."""
         self.on_events = on_events
-        units = stack.units(jobs, self.processes)
+        units = stack.units(jobs, self.processes, self.device)
         if not self.pool:
             return itertools.chain.from_iterable(map(_train, units))
         return itertools.chain.from_iterable(self._gather(self.pool.imap(_train, units), len(units)))
@@ -206,7 +206,7 @@ class RayWorkers:
         if device.startswith("cuda"):  # cuda:N too: Ray makes the task's own GPU its only visible one
             device = "cuda"
         resources = {"num_cpus": threads, "num_gpus": gpus if device.startswith("cuda") else 0}
-        self.ray, self.refs, self.processes = ray, [], processes
+        self.ray, self.refs, self.processes, self.device = ray, [], processes, device
         self.task = _ray_task().options(**resources)
         self.progress = Queue(actor_options={"num_cpus": 0})  # the tasks' progress events
         data = ray.put(dataset)
@@ -215,7 +215,7 @@ class RayWorkers:
     def map(self, jobs: list[loop.Job], on_events=_ignore):
         """The jobs' results, in job order, as each is ready; every job is submitted now.
         Meanwhile on_events(the progress events since its last call)."""
-        units = stack.units(jobs, self.processes)
+        units = stack.units(jobs, self.processes, self.device)
         self.refs = [self.task.remote(*self.args, unit) for unit in units]
         return itertools.chain.from_iterable(self._gather(units, on_events))
 

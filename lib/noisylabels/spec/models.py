@@ -2,7 +2,7 @@
 noisylabels/models.py, which has each architecture's description)."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -10,6 +10,9 @@ from noisylabels.spec.base import Spec, named, registry
 
 
 class Model(Spec):
+    # the network has dropout layers: its runs do not stack (engine/stack.py)
+    dropout: ClassVar[bool] = False
+
     @property
     def impl(self) -> str:  # the builder in models.py has the model's name
         return self.name
@@ -43,6 +46,7 @@ class PreActResNet32(Model):
 
 class CoteachingCNN(Model):
     name: Literal["coteaching_cnn"] = "coteaching_cnn"
+    dropout: ClassVar[bool] = True
 
 
 class ResNet50(Model):
