@@ -108,6 +108,20 @@ def test_normalisations():
     torch.testing.assert_close(std.double().flatten(), x.transpose(0, 1).reshape(3, -1).std(1), atol=1e-6, rtol=0)
 
 
+def test_a_small_set_kept_normalised_gives_the_batches_normalising_each_batch_gives(monkeypatch):
+    raw = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8)
+    idx = torch.randperm(300)[:64]
+    for kind in ("pixel_mean", "channel", "imagenet"):
+        mean, std = augment.normalisation(raw, kind)
+        cached = augment.Images(raw, mean, std)
+        monkeypatch.setattr(augment.Images, "CACHED", 0)
+        each = augment.Images(raw, mean, std)
+        monkeypatch.undo()
+        assert cached.cached is not None and each.cached is None
+        assert torch.equal(cached.normalised(idx), each.normalised(idx))
+        assert torch.equal(cached.subset(idx)[:5], each.subset(idx)[:5])
+
+
 def test_training_with_each_augmentation_runs_and_is_paired_by_seed():
     ds = TinyDataset(n_per_class=6, shape=(12, 12, 3))
     val = np.zeros(len(ds.train_labels), dtype=bool)

@@ -132,7 +132,7 @@ def test_sgd_matches_torch_optim_sgd(nesterov, grad_clip):
     b = torch.nn.Linear(5, 3)
     b.load_state_dict(a.state_dict())
     ours = SGD(a.named_parameters(), momentum=0.9, weight_decay=1e-3, nesterov=nesterov, grad_clip=grad_clip)
-    ref = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=nesterov)
+    ref = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=nesterov, fused=True)
     x = torch.randn(8, 5)
     for step in range(5):
         lr = 0.1 if step < 3 else 0.01

@@ -31,11 +31,18 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class Images:
-    """uint8 N x C x H x W images on the device; `images[idx]` is the normalised float batch."""
+    """uint8 N x C x H x W images on the device; `images[idx]` is the normalised float batch.
+
+    A set of at most CACHED elements (the digits) is also kept normalised, so that a batch is
+    one index rather than five ops: a stacked digits step spent 0.1 ms of its 2 ms
+    normalising its batch on this CPU. The values are the same (elementwise ops)."""
+
+    CACHED = 2**24  # elements: 64 MB as float32
 
     def __init__(self, raw: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, view=None):
         self.raw, self.mean, self.std = raw, mean, std
         self.view = view  # evaluation view of a batch (a centre crop), or None
+        self.cached = self._normalise(raw) if raw.numel() <= self.CACHED else None
 
     def __len__(self):
         return len(self.raw)
@@ -53,13 +60,22 @@ class Images:
     def subset(self, idx) -> "Images":
         return Images(self.raw[idx], self.mean, self.std, self.view)
 
+    def _normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw.float().div_(255) - self.mean) / self.std
+
     def normalised(self, idx) -> torch.Tensor:
         """The batch at full stored size, before any view (what augmentation starts from)."""
-        return (self.raw[idx].float().div_(255) - self.mean) / self.std
+        return self._normalise(_take(self.raw, idx)) if self.cached is None else _take(self.cached, idx)
 
     def __getitem__(self, idx) -> torch.Tensor:
         x = self.normalised(idx)
         return x if self.view is None else self.view.evaluate(x)
+
+
+def _take(t: torch.Tensor, idx) -> torch.Tensor:
+    """t[idx] along the first dimension; for an index tensor through index_select, which took
+    7 us for a stacked digits batch on this CPU where t[idx] took 32 us."""
+    return t.index_select(0, idx) if isinstance(idx, torch.Tensor) else t[idx]
 
 
 def normalisation(train_raw: torch.Tensor, kind: str):
@@ -193,6 +209,11 @@ class Augmentation:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.op.apply(x, self.op.draw(len(x), generator))
+
+    @property
+    def none(self) -> bool:
+        """No augmentation: a batch trains as it is, and no generator draws."""
+        return type(self.op) is NoAugment
 
     @property
     def view(self):

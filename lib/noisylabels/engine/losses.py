@@ -38,8 +38,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+def log_softmax(z: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the classes of B x K logits. On the CPU over the transposed view:
+    torch's CPU kernel is slow over a short last dimension (768 x 10, a stacked digits
+    step's logits: 0.11 ms forward against 0.015 ms transposed, the backward likewise), and
+    the values are those of F.log_softmax(z, 1) or within one float32 rounding of them."""
+    if z.device.type == "cpu":
+        return F.log_softmax(z.t(), 0).t()
+    return F.log_softmax(z, 1)
+
+
 def _log_p(logits):
-    return F.log_softmax(logits.float(), dim=1)
+    return log_softmax(logits.float())
 
 
 def _pick(values, labels):

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisylabels.engine import loop, methods, two_phase
-from noisylabels.engine.losses import _soft_ce as soft_ce, bootstrap, make_loss
+from noisylabels.engine.losses import _soft_ce as soft_ce, bootstrap, log_softmax, make_loss
 from noisylabels.engine.optim import SGD
 
 
@@ -489,7 +489,7 @@ class _Finetune(_Stacked):
             shape = (n, *[1] * (x.dim() - 1))
             mixed_logits = model(lam.view(shape) * x + (1 - lam).view(shape) * x[runs, j])
             mixed_t = lam.view(n, 1, 1) * t + (1 - lam).view(n, 1, 1) * t[runs, j]
-            loss = loss + soft_ce(F.log_softmax(mixed_logits.flatten(0, 1).float(), dim=1),
+            loss = loss + soft_ce(log_softmax(mixed_logits.flatten(0, 1).float()),
                                   mixed_t.flatten(0, 1)).view(n, b)
         return loss, logits
 
@@ -627,7 +627,8 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             width = idx.shape[1]
             if sizes is None:
                 images = data.train_x.normalised(fit.gather(1, pos).flatten())
-                x = torch.stack([data.augment(part, g) for part, g in zip(images.split(width), draws)])
+                x = (images.view(n_runs, width, *images.shape[1:]) if data.augment.none
+                     else torch.stack([data.augment(part, g) for part, g in zip(images.split(width), draws)]))
                 real = None
             else:  # each run's real samples augmented as alone (a finished run draws nothing), then padded
                 rows = fit.gather(1, pos)
@@ -639,7 +640,8 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                 real = torch.arange(width, device=device)[None, :] < size[:, None]
             labels = y.gather(1, pos)
             with amp:
-                losses, logits = hooks.batch_loss(model, x, targets[run_rows, pos], idx, sizes)
+                losses, logits = hooks.batch_loss(model, x, labels if targets is y else targets[run_rows, pos], idx,
+                                                  sizes)
             opt.zero_grad()
             if sizes is None:
                 losses.mean(1).sum().backward()
@@ -654,10 +656,10 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             seen = [s + b for s, b in zip(seen, trained)]
             with torch.no_grad():
                 pred, true = logits.argmax(2), y_true.gather(1, pos)
-                per_sample = [losses, pred == labels, pred == true, true >= 0]
+                per_sample = torch.stack([losses, pred == labels, pred == true, true >= 0], 1)  # N x 4 x B, float
                 if real is not None:
-                    per_sample = [v.where(real, 0) for v in per_sample]
-                sums += torch.stack([v.sum(1) for v in per_sample], 1)
+                    per_sample = per_sample.where(real[:, None], 0)
+                sums += per_sample.sum(2)
         with amp:
             test_pred = _predict(model, data.test_x[: len(data.test_x)])
             val_pred = _predict(model, data.train_x[val.flatten()].view(n_runs, val.shape[1], *data.train_x.shape[1:]))

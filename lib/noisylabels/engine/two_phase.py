@@ -111,7 +111,7 @@ class JointOptimization(_Phase1):
 
     def batch_loss(self, model, x, targets, idx):
         logits = model(x)
-        log_p = F.log_softmax(logits.float(), dim=1)
+        log_p = losses.log_softmax(logits.float())
         p = log_p.exp()
         lp = (self.prior * (self.prior.log() - p.mean(dim=0).log())).sum()  # one value per batch
         le = -(p * log_p).sum(dim=1)
@@ -144,10 +144,10 @@ class Pencil(_Phase1):
         logits = model(x)
         if self.epoch <= self.cfg.stage1_epochs:  # stage 1: backbone learning with CE
             return losses.cross_entropy(logits, targets), logits
-        log_p = F.log_softmax(logits.float(), dim=1)
+        log_p = losses.log_softmax(logits.float())
         p = log_p.exp()
         y_tilde = self.y_tilde[idx].clone().requires_grad_()
-        log_yd = F.log_softmax(y_tilde, dim=1)
+        log_yd = losses.log_softmax(y_tilde)
         self.batch = (idx, y_tilde)
         lc = (p * (log_p - log_yd)).sum(dim=1)  # KL(p || y^d)
         lo = -log_yd.gather(1, targets[:, None]).squeeze(1)  # compatibility with the noisy label
@@ -235,12 +235,12 @@ def _kl(log_p, target):
 
 def kl(logits, target):
     """KL(target || p) per sample (Tanaka; seed 002's L_c)."""
-    return _kl(F.log_softmax(logits.float(), dim=1), target)
+    return _kl(losses.log_softmax(logits.float()), target)
 
 
 def reverse_kl(logits, target):
     """KL(p || target) per sample (PENCIL's L_c); target must be positive (PENCIL's softmax labels)."""
-    log_p = F.log_softmax(logits.float(), dim=1)
+    log_p = losses.log_softmax(logits.float())
     return (log_p.exp() * (log_p - target.clamp_min(1e-12).log())).sum(dim=1)
 
 
@@ -272,5 +272,5 @@ class Finetune(Standard):
                 j = j.pin_memory().to(x.device, non_blocking=True)
             t = targets if targets.is_floating_point() else F.one_hot(targets, logits.shape[1]).float()
             mixed_logits = model(lam * x + (1 - lam) * x[j])
-            loss = loss + losses._soft_ce(F.log_softmax(mixed_logits.float(), dim=1), lam * t + (1 - lam) * t[j])
+            loss = loss + losses._soft_ce(losses.log_softmax(mixed_logits.float()), lam * t + (1 - lam) * t[j])
         return loss, logits
