@@ -158,7 +158,8 @@ def test_model_runs_show_their_epochs_in_mlflow_while_they_train(tmp_path, param
     it trains (every tracking.LIVE_EVERY_S seconds); when it ends, every epoch is there once."""
     from mlflow.tracking import MlflowClient
 
-    params["train"].update(epochs=600, milestones=[300])  # ~15 s per run
+    epochs = 3000  # ~15 s of training for the two runs, which stack: longer than MLflow takes to open
+    params["train"].update(epochs=epochs, milestones=[epochs // 2])
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "NOISYLABELS_EXECUTOR": executor}
     if executor == "ray":
         env["RAY_ADDRESS"] = request.getfixturevalue("ray_address")
@@ -175,7 +176,7 @@ def test_model_runs_show_their_epochs_in_mlflow_while_they_train(tmp_path, param
         exp = client.get_experiment_by_name("main")
         for run in client.search_runs([exp.experiment_id]) if exp else []:
             steps = len(client.get_metric_history(run.info.run_id, "test_acc"))
-            if "mlflow.parentRunId" in run.data.tags and run.info.status == "RUNNING" and 0 < steps < 600:
+            if "mlflow.parentRunId" in run.data.tags and run.info.status == "RUNNING" and 0 < steps < epochs:
                 seen_live = steps
         time.sleep(0.5)
     out, err = stage.communicate(timeout=300)
@@ -186,5 +187,5 @@ def test_model_runs_show_their_epochs_in_mlflow_while_they_train(tmp_path, param
     assert len(children) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     for run in children:
         history = client.get_metric_history(run.info.run_id, "test_acc")
-        assert sorted(m.step for m in history) == list(range(1, 601))  # every epoch, once
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # every epoch, once
         assert "test_acc_last" in run.data.metrics and run.data.params["loss.name"] == "sl"
