@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+
 def log_softmax(z: torch.Tensor) -> torch.Tensor:
     """log_softmax over the classes of B x K logits. On the CPU over the transposed view:
     torch's CPU kernel is slow over a short last dimension (768 x 10, a stacked digits

@@ -4,13 +4,13 @@ Runs that share everything but their noise setting, seed, labels and loss overri
 network, one method, one schedule, fitted sets of one size) train together: every weight
 holds all N runs' as one tensor with a leading run dimension, and one step computes all
 runs' batches, so a step of N runs costs about the kernel launches of one (the digits MLP
-is launch-bound on a CPU, a small CNN on a GPU: benchmarks/engine.py). Each run keeps its own initial weights
-(built as loop.train builds them), batch order, augmentation draws, labels, optimizer
-buffers and history, so a stacked run is the run loop.train trains, up to floating-point
-summation order (tests/test_stack.py). The loss is the method's per-sample loss on all
-runs' batches at once (or each run's own, where overrides change its numbers); the sum over
-runs of each run's batch mean gives each run exactly its own gradient, and SGD's update is
-elementwise.
+is launch-bound on a CPU, benchmarks/engine.py; a small CNN would be on a GPU, estimated from
+its FLOPs, not measured). Each run keeps its own initial weights (built as loop.train builds
+them), batch order, augmentation draws, labels, optimizer buffers and history, so a stacked
+run is the run loop.train trains, up to floating-point summation order (tests/test_stack.py).
+The loss is the method's per-sample loss on all runs' batches at once (or each run's own,
+where overrides change its numbers); the sum over runs of each run's batch mean gives each
+run exactly its own gradient, and SGD's update is elementwise.
 
 Two stacked models: StackedMLP (batched matmuls) for the digits MLP, and StackedModel for
 every other network, through torch.func (the runs' parameters and buffers stacked, one
