@@ -15,9 +15,10 @@ run exactly its own gradient, and SGD's update is elementwise.
 Two stacked models: StackedMLP (batched matmuls) for the digits MLP, and StackedModel for
 every other network, through torch.func (the runs' parameters and buffers stacked, one
 forward pass vmapped over them: a convolution becomes a grouped one, batch norm keeps each
-run's batch statistics and running averages). `train.stack: auto` stacks by measurement:
-on CUDA every network, on the CPU the digits MLP only (StackedModel's grouped convolutions
-ran the MNIST CNN at 0.3-0.8x of the runs one by one there: benchmarks/engine.py).
+run's batch statistics and running averages). `train.stack: auto` stacks every network on
+CUDA (issue 12's default until a GPU measurement says otherwise; none is made yet) and only
+the digits MLP on the CPU, where StackedModel ran SCE's CNNs at 0.34-0.52x of the runs one
+by one (benchmarks/engine.py, on two machines).
 
 What stacks (`stackable`): every run, but a Forward / Backward run with an `estimated`
 matrix (a CE fit per run comes first) and a network with dropout (vmap would draw its masks
