@@ -51,24 +51,24 @@ def test_cnn_with_batch_norm_trains_at_mnist_shape():
 
 
 def test_a_cnn_trains_the_same_with_channels_last_weights(monkeypatch):
-    """The CUDA layout (loop.memory_format), run on the CPU: a CNN with batch norm and a
-    Flatten before its dense layers ends where the default layout ends, up to rounding."""
+    """The engine's layout (loop.MEMORY_FORMAT, channels_last on every device): a CNN with
+    batch norm and a Flatten before its dense layers ends where the default NCHW layout
+    ends, up to rounding."""
     ds = TinyDataset(n_per_class=6, shape=(28, 28, 1))
     val = np.zeros(len(ds.train_labels), dtype=bool)
     val[:4] = True
     run = dict(loss={"name": "ce"}, model={"name": "sce_mnist_cnn"}, noisy=ds.train_labels, val=val,
                train={"epochs": 2, "milestones": [], "batch_size": 16})
-    default = train_job(ds, **run)
-    assert loop.memory_format(torch.device("cuda")) == torch.channels_last  # the layout a GPU run gets
-    monkeypatch.setattr(loop, "memory_format", lambda device: torch.channels_last)
     job = make_job(**run)
     model = loop.initial_model(job.run.group, loop.to_tensors(ds, torch.device("cpu"), job.run.group.train), 0)
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     nhwc = train_job(ds, **run)
-    for k, w in default.state_dict.items():
+    monkeypatch.setattr(loop, "MEMORY_FORMAT", torch.contiguous_format)
+    nchw = train_job(ds, **run)
+    for k, w in nchw.state_dict.items():
         assert (w - nhwc.state_dict[k]).abs().max() <= 1e-4 * max(w.abs().max(), 1), k
-    np.testing.assert_allclose(default.history["train_loss"], nhwc.history["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(nchw.history["train_loss"], nhwc.history["train_loss"], rtol=1e-4)
 
 
 def _store_dataset():

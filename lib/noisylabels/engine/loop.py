@@ -268,7 +268,7 @@ def initial_model(group, data: Tensors, seed: int):
     torch.manual_seed(seed)  # same seed -> same initial weights for every method
     device = data.train_x.device
     model = models.build_model(group.model, data.train_x.shape[1:], data.num_classes)
-    return compiled(model.to(device, memory_format=memory_format(device)), group.train)
+    return compiled(model.to(device, memory_format=MEMORY_FORMAT), group.train)
 
 
 def compiled(model: torch.nn.Module, train) -> torch.nn.Module:
@@ -279,12 +279,14 @@ def compiled(model: torch.nn.Module, train) -> torch.nn.Module:
     return model
 
 
-def memory_format(device) -> torch.memory_format:
-    """How convolution weights are laid out: channels_last on CUDA, where cuDNN's tensor-core
-    kernels want NHWC (a channels_last weight makes the convolutions take that path; their
-    outputs follow, and nn.Flatten reads them in NCHW order as before); on the CPU, as built
-    (no GPU has measured it yet). Only the summation order changes (tests/test_engine.py)."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+# How convolution weights are laid out, on every device: channels_last (NHWC). A
+# channels_last weight makes the convolutions take that path; their outputs follow, and
+# nn.Flatten reads them in NCHW order as before. cuDNN's tensor-core kernels want NHWC; on
+# the CPU, oneDNN's convolutions and the max pooling in NHWC trained SCE's MNIST CNN 1.19x
+# and its CIFAR-10 CNN 1.30x as fast as NCHW (one thread, AMD EPYC, 2026-12-08). Only the
+# summation order changes (tests/test_engine.py); a network without convolutions (the
+# digits MLP) has no 4-d weight to lay out.
+MEMORY_FORMAT = torch.channels_last
 
 
 def preflight(group, dataset) -> None:
