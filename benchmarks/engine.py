@@ -8,7 +8,8 @@ For three networks (the digits MLP of the default pipeline, SCE's MNIST CNN and 
 CIFAR-10 CNN; the CNNs on random images of their data set's shape), in this one process and
 interleaved round by round (A, B, C, A, B, C, ...), so that all share the machine's load:
   official  the papers' style: a torch DataLoader with a per-sample transform (normalise),
-            torch.optim.SGD, F.cross_entropy, one run at a time; it predicts what the engine
+            torch.optim.SGD, F.cross_entropy, NCHW weights (the engine's are channels_last:
+            loop.MEMORY_FORMAT), one run at a time; it predicts what the engine
             predicts (the test set and the held-out split each epoch, the fitted samples once
             at the end), so that both do the same work;
   per-run   loop.train, one run at a time (what `train.stack: off` trains);
