@@ -25,7 +25,9 @@ Each trains the same runs (CE, the main experiment's schedule, one thread) and p
 its best round: training images per second (all runs together), seconds per epoch of one
 run, its ratio to the others, and its share of a matmul peak measured in this process (the
 FLOPs of a training step counted by torch's FlopCounterMode). The load average is printed
-first and last: compare ratios, not absolute numbers, across machines.
+first and last: compare ratios, not absolute numbers, across machines. The process keeps
+freed memory as every training worker does (workers.keep_freed_memory; benchmarks/malloc.py
+measures it), so the official loop has it too.
 """
 import functools
 import os
@@ -38,7 +40,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from noisylabels.engine import loop, models, noise, stack
+from noisylabels.engine import loop, models, noise, stack, workers
 from noisylabels.data import sources
 from noisylabels.data.store import Dataset
 from noisylabels.resolve import load_params, resolve_group
@@ -176,6 +178,7 @@ def _sync(device):
               help="train.compile of the engine rows")
 def main(rounds, device, networks, precisions, stack_sizes, mlp_runs, compile_mode):
     torch.set_num_threads(1)
+    workers.keep_freed_memory()  # as a training worker
     print(f"load average {os.getloadavg()[0]:.2f}; device {device}; one torch thread; best of {rounds} interleaved rounds;"
           f" engine compile: {compile_mode}")
     peak = _matmul_peak(device)

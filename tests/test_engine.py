@@ -1,6 +1,9 @@
 """The training loop, optimizer and workers on a tiny data set: shapes, determinism,
 pairing across methods."""
+import subprocess
+import sys
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,6 +108,43 @@ def test_workers_spread_over_the_visible_gpus_only_for_plain_cuda():
                                                              "cuda:1"]
     assert worker_device("cuda", 3, 1) == "cuda"  # one GPU: all on it
     assert worker_device("cuda:2", 3, 4) == "cuda:2" and worker_device("cpu", 3, 0) == "cpu"
+
+
+# In a fresh process (glibc's settings are process-wide): workers set up as a stage sets them
+# up (or not), then blocks of 16 and 12 MB allocated, written and freed, three times; prints
+# the page faults of the second time.
+_FREED_MEMORY = """
+import ctypes, resource, sys
+sys.path.insert(0, sys.argv[2])
+from conftest import TINY_PARAMS, TinyDataset, typed
+from noisylabels.engine.workers import Workers
+if sys.argv[1] == "worker":
+    Workers(TinyDataset(n_per_class=2), "cpu", 1, 1, typed(TINY_PARAMS["train"]))
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    blocks = [(libc.malloc(mb << 20), mb << 20) for mb in (16, 12)]
+    for address, size in blocks:
+        ctypes.memset(address, 1, size)
+    for address, _ in blocks:
+        libc.free(address)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(faults[1])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_worker_keeps_the_memory_a_step_frees_for_the_next():
+    """workers.keep_freed_memory, set where every worker starts: the second allocation of
+    the same blocks reuses their pages (glibc's default returned them to the kernel: 28 MB
+    page-faulted in again)."""
+    faults = {how: int(subprocess.run([sys.executable, "-c", _FREED_MEMORY, how, str(Path(__file__).parent)],
+                                      check=True, capture_output=True, text=True).stdout)
+              for how in ("default", "worker")}
+    assert faults["default"] > 5000  # 7,168 pages of 4 kB: what the setting saves
+    assert faults["worker"] < 500
 
 
 def test_methods_train_end_to_end_with_their_own_history():

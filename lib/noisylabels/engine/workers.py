@@ -16,6 +16,7 @@ even by SIGKILL (prctl PR_SET_PDEATHSIG). They ignore Ctrl-C, which the stage ha
 from __future__ import annotations
 
 import copy
+import ctypes
 import functools
 import itertools
 import multiprocessing
@@ -35,12 +36,29 @@ _DRAIN_S = 0.5  # how often the stage reads the workers' progress while it waits
 # The stage's handlers for these raise cli.Stopped; a worker must not inherit them. They are
 # blocked while the workers start and unblocked in each worker after its handlers are reset.
 _STAGE_SIGNALS = {signal.SIGTERM, signal.SIGHUP}
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 def worker_device(device_name: str, worker: int, gpus: int) -> str:
     """The device of the worker numbered `worker` (from 0): plain `cuda` spreads the workers
     over the `gpus` visible GPUs; any other name (cpu, cuda:1) is used as it is."""
     return f"cuda:{worker % gpus}" if device_name == "cuda" and gpus > 1 else device_name
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep the memory a training step frees for the next step. By
+    default it hands large freed blocks back to the kernel (munmap, heap trimming), and the
+    next step page-faults them in again: a CNN's activations, every step. With fixed
+    thresholds (blocks under 32 MB from the heap, up to 1 GB of freed heap kept) the per-run
+    engine trained SCE's MNIST CNN 1.33x and its CIFAR-10 CNN 1.21x as fast on the CPU, with
+    a third of the page faults and 2% more peak memory (benchmarks/malloc.py, the AMD EPYC);
+    the digits MLP frees little and did not change. False where glibc is not the C library
+    (nothing changes there) or refused a value."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1 and mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
 
 
 def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int | None, progress) -> None:
@@ -56,6 +74,7 @@ def _init_worker(dataset, device_name: str, threads: int, train, parent_pid: int
             signal.signal(s, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STAGE_SIGNALS)
     torch.set_num_threads(threads)
+    keep_freed_memory()
     # cuDNN picks the fastest convolution algorithms for the group's fixed shapes once
     torch.backends.cudnn.benchmark = torch.device(device_name).type == "cuda"
     _worker["data"] = loop.to_tensors(dataset, torch.device(device_name), train)

@@ -14,6 +14,8 @@ from noisylabels.spec.base import Distinct, Fraction, Spec, check
 # real: the data set's own noisy labels (CIFAR-N, Clothing1M), listed by label set, not rate
 NOISE_TYPES = ("symmetric", "symmetric-all", "asymmetric", "pairflip", "real")
 Seeds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), Distinct]
+Rates = Annotated[list[Fraction], Field(min_length=1)]  # a table's rates of one noise type
+LabelSets = Annotated[list[str], Field(min_length=1)]  # a data set's real noisy label sets
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,13 @@ def settings_grid(key: str, grid: dict, dataset) -> tuple[NoiseSetting, ...]:
             sets = dataset.real_label_sets
             allowed = (f"expected a label set of {dataset.name!r}: {', '.join(sets)}" if sets else
                        f"data set {dataset.name!r} has no real noisy labels")
-            check(Annotated[list[str], Field(min_length=1)], f"{key}.real", rates)
+            check(LabelSets, f"{key}.real", rates)
             for i, r in enumerate(rates):
                 if r not in sets:
                     raise ConfigError(f"{key}.real[{i}]={r!r}: {allowed}")
             settings += [NoiseSetting(ntype, r) for r in rates]
             continue
-        for r in check(Annotated[list[Fraction], Field(min_length=1)], f"{key}.{ntype}", rates):
+        for r in check(Rates, f"{key}.{ntype}", rates):
             setting = NoiseSetting(ntype, r)
             check_for_dataset(f"{key}.{ntype}", setting, dataset)
             settings.append(setting)
