@@ -94,6 +94,18 @@ def test_coteaching_cnn_is_the_nine_layer_cnn():
     assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_global_average_pooling_is_adaptive_average_pooling_bit_for_bit(memory_format):
+    """models.GlobalAvgPool, the ResNets' and the 9-layer CNN's pooling (for vmap), against
+    nn.AdaptiveAvgPool2d(1): equal outputs and input gradients, in both layouts."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 64, 7, 7).contiguous(memory_format=memory_format).requires_grad_()
+    g = torch.randn(16, 64, 1, 1)
+    ours, = torch.autograd.grad(out := models.GlobalAvgPool()(x), x, g)
+    theirs, = torch.autograd.grad(expected := torch.nn.AdaptiveAvgPool2d(1)(x), x, g)
+    assert torch.equal(out, expected) and torch.equal(ours, theirs)
+
+
 def test_resnet50_has_torchvisions_published_size():
     m = models.build_model(typed({"name": "resnet50", "pretrained": False}), (3, 224, 224), 1000)
     assert sum(p.numel() for p in m.parameters()) == 25_557_032  # torchvision's ResNet-50 (25.6M)

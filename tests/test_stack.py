@@ -229,6 +229,8 @@ def test_a_stack_clips_each_runs_gradient_norm_as_that_run_alone_is_clipped():
 CNN = {"name": "sce_mnist_cnn"}
 
 
+# vmap warns where it falls back to a loop over the runs (an op without a batching rule)
+@pytest.mark.filterwarnings("error::UserWarning")
 @pytest.mark.parametrize("model", [CNN, {"name": "preact_resnet32"}], ids=["sce_mnist_cnn", "preact_resnet32"])
 def test_a_stacked_network_computes_each_runs_outputs_batch_statistics_and_gradients(model):
     """One training step of StackedModel against each model alone, from the same weights:

@@ -110,6 +110,16 @@ class _Block(nn.Module):
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
+class GlobalAvgPool(nn.Module):
+    """The mean of each channel over its positions, B x C x 1 x 1: nn.AdaptiveAvgPool2d(1)'s
+    values bit for bit (tests/test_models.py), and also under torch.func.vmap, which has no
+    batching rule for the as_strided_ that AdaptiveAvgPool2d's kernel calls and falls back
+    to a loop over the stacked runs (stack.StackedModel; a warning every step)."""
+
+    def forward(self, x):
+        return x.mean((2, 3), keepdim=True)
+
+
 class _ResNet(nn.Module):
     """Stem conv3x3, stages of blocks (each stage after the first halves the size), pool, FC."""
 
@@ -124,7 +134,7 @@ class _ResNet(nn.Module):
                 c = width
         if preact:  # the last block's output is not yet normalised
             layers += [nn.BatchNorm2d(c), nn.ReLU()]
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(*layers, GlobalAvgPool(), nn.Flatten())
         self.fc = nn.Linear(c, num_classes)
 
     def forward(self, x):
@@ -160,7 +170,7 @@ def coteaching_cnn(in_shape, num_classes) -> nn.Module:
     for width in (512, 256, 128):
         layers += conv(c, width, 0)
         c = width
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+    return nn.Sequential(*layers, GlobalAvgPool(), nn.Flatten(), nn.Linear(c, num_classes))
 
 
 def imagenet_weights() -> dict:
@@ -183,6 +193,7 @@ def resnet50(in_shape, num_classes, pretrained: bool) -> nn.Module:
     model = torchvision_resnet50(weights=None)
     if pretrained:
         model.load_state_dict(imagenet_weights())
+    model.avgpool = GlobalAvgPool()  # torchvision's AdaptiveAvgPool2d((1, 1)), which vmap loops over
     model.fc = nn.Linear(model.fc.in_features, num_classes)  # seeded by the run, as every model
     return model
 
