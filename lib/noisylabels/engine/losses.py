@@ -148,7 +148,9 @@ def forward_correction(logits, labels, matrix: torch.Tensor):
 
 def backward_correction(logits, labels, matrix: torch.Tensor):
     """(T^-1 l)_y with l_k = -log p_k: unbiased for the clean loss, unbounded below."""
-    inverse = torch.linalg.inv(matrix.double()).float()  # K x K, or N x K x K in a stack
+    # K x K, or N x K x K in a stack; inv_ex: linalg.inv waits for its error check on a GPU
+    # (the matrix was checked invertible when it was resolved: methods.transition_matrix)
+    inverse = torch.linalg.inv_ex(matrix.double()).inverse.float()
     rows = _per_row(inverse, logits).expand(len(logits), -1, -1)
     return (rows[torch.arange(len(labels), device=labels.device), labels] * -_log_p(logits)).sum(dim=1)
 

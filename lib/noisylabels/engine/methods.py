@@ -21,7 +21,8 @@ in `history_keys`), which go to the run's history and MLflow. two_phase.py's met
 the same protocol.
 
 `transition_matrix(...)` resolves a Forward/Backward loss's `matrix` option;
-`logits` / `probabilities` evaluate a model in chunks.
+`logits` / `probabilities` evaluate a model in chunks; `from_host` brings a step's small
+host values (mixup draws, per-run numbers) to the device without a host sync.
 """
 from __future__ import annotations
 
@@ -82,6 +83,13 @@ class Standard(Schedule):
 
     def artefacts(self) -> dict[str, np.ndarray]:
         return {}
+
+
+def from_host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor made within a step, on `device`: to a GPU from pinned memory
+    without waiting, as a copy from pageable memory waits until the GPU has run everything
+    queued before it (a host sync every step); on the CPU, t itself."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
 @torch.no_grad()
@@ -226,4 +234,5 @@ def build(method, train, *, matrix=None, n_fit: int, seed: int, device) -> Stand
         return D2L(method.loss, method.procedure, train, seed)
     if method.loss.name == "truncated_lq":
         return TruncatedLq(method.loss, train, n_fit, device)
-    return Standard(method.loss, train, matrix)
+    # the matrix on the device once, not copied there every step
+    return Standard(method.loss, train, None if matrix is None else matrix.to(device))

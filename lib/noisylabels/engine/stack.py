@@ -396,6 +396,7 @@ class _D2L(_Stacked):
         self.rng = [torch.Generator().manual_seed(job.run.seed + 1_000_003) for job in jobs]  # as D2L's
         self.lids, self.alpha = [[] for _ in jobs], [1.0] * len(jobs)
         self.turning_epoch, self.previous_state = [None] * len(jobs), [None] * len(jobs)
+        self._on_device = None  # alpha and turned as device tensors (batch_loss)
         for r, state in enumerate(saved or []):
             m = state["method"]
             self.rng[r].set_state(m["rng"])
@@ -408,10 +409,13 @@ class _D2L(_Stacked):
         turned = [t is not None for t in self.turning_epoch]
         if not any(turned):
             return plain, logits
-        device = logits.device
-        alpha = torch.tensor(self.alpha, device=device).repeat_interleave(targets.shape[1])[:, None]
-        boot = bootstrap(logits.flatten(0, 1), targets.flatten(), alpha, "hard").view_as(targets)
-        return torch.where(torch.tensor(turned, device=device)[:, None], boot, plain), logits
+        # the runs' numbers on the device once per epoch (they change in end_epoch only)
+        if self._on_device is None:
+            self._on_device = [methods.from_host(torch.tensor(v), logits.device) for v in (self.alpha, turned)]
+        alpha, turned = self._on_device
+        boot = bootstrap(logits.flatten(0, 1), targets.flatten(), alpha.repeat_interleave(targets.shape[1])[:, None],
+                         "hard").view_as(targets)
+        return torch.where(turned[:, None], boot, plain), logits
 
     @torch.no_grad()
     def _lid(self, model, x) -> list[float]:
@@ -426,7 +430,7 @@ class _D2L(_Stacked):
         return torch.stack(per_batch).mean(0).tolist()
 
     def end_epoch(self, epoch, model, x, y, val_acc):
-        out = []
+        out, self._on_device = [], None
         for r, lid in enumerate(self._lid(model, x)):  # D2L.end_epoch, run by run
             lids = self.lids[r]
             lids.append(lid if math.isfinite(lid) and lid > 0 else (lids[-1] if lids else 0.0))
@@ -473,10 +477,8 @@ class _Finetune(_Stacked):
             # a run draws for its real samples only, as alone (a padded row's partners: itself)
             draws = [t.mix(size) if size else (1.0, torch.arange(0))
                      for t, size in zip(self.trainers, sizes or [b] * n)]
-            lam = torch.tensor([d[0] for d in draws], device=x.device)
-            j = torch.stack([torch.cat([d[1], torch.arange(len(d[1]), b)]) for d in draws])
-            if x.is_cuda:  # from pinned memory, without waiting: a plain copy would sync every step
-                j = j.pin_memory().to(x.device, non_blocking=True)
+            lam = methods.from_host(torch.tensor([d[0] for d in draws]), x.device)
+            j = methods.from_host(torch.stack([torch.cat([d[1], torch.arange(len(d[1]), b)]) for d in draws]), x.device)
             runs = torch.arange(n, device=x.device)[:, None]
             t = targets if targets.is_floating_point() else F.one_hot(targets, logits.shape[2]).float()
             shape = (n, *[1] * (x.dim() - 1))
@@ -629,7 +631,7 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
                 parts = [data.augment(part, g) if len(part) else None for part, g in zip(images.split(sizes), draws)]
                 like = next(p for p in parts if p is not None)[:0]
                 x = torch.stack([_pad(like if p is None else p, width) for p in parts])
-                size = torch.tensor(sizes, device=device)
+                size = methods.from_host(torch.tensor(sizes), device)
                 real = torch.arange(width, device=device)[None, :] < size[:, None]
             labels = y.gather(1, pos)
             with amp:

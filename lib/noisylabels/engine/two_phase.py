@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noisylabels.engine import losses, metrics
+from noisylabels.engine import losses, methods, metrics
 from noisylabels.engine.methods import Standard
 from noisylabels.engine.optim import Schedule
 from noisylabels.spec.methods import SOFT_LOSSES
@@ -268,8 +268,7 @@ class Finetune(Standard):
         loss = self.loss_fn(logits, targets)
         if self.mixup > 0:
             lam, j = self.mix(len(x))
-            if x.is_cuda:  # from pinned memory, without waiting: a plain copy would sync every step
-                j = j.pin_memory().to(x.device, non_blocking=True)
+            j = methods.from_host(j, x.device)
             t = targets if targets.is_floating_point() else F.one_hot(targets, logits.shape[1]).float()
             mixed_logits = model(lam * x + (1 - lam) * x[j])
             loss = loss + losses._soft_ce(losses.log_softmax(mixed_logits.float()), lam * t + (1 - lam) * t[j])
