@@ -162,8 +162,8 @@ class StackedMLP(_Stack):
     trained a step of 12 stacked runs 1.3x as fast as activations N x B x features times
     weights N x in x out (one thread, alternately measured): with 10 classes the last
     layer's matmuls have a short last dimension, on which the CPU's batched matmul ran at
-    about a sixth of its speed on the other layers. Input: N x B x ... (each run's own batch) or B x ...
-    (one batch every run sees); output: N x B x classes (a transposed view)."""
+    about a sixth of its speed on the other layers. Input: N x B x ... (each run's own batch)
+    or B x ... (one batch every run sees); output: N x B x classes (a transposed view)."""
 
     def __init__(self, models: list[nn.Sequential]):
         super().__init__()
@@ -677,8 +677,8 @@ def train_stack(data: loop.Tensors, jobs: list[loop.Job], report=None, saved: li
             for r, job in enumerate(jobs):  # each run's state as loop.train saves it
                 job.checkpoint.save({
                     "epoch": epoch, "iteration": iterations[r], "model": model.state_dict_of(r),
-                    "optimizer": [b[r].clone(memory_format=torch.contiguous_format)
-                                  for i, b in enumerate(opt.buffers)], "global_rng": rngs[r],
+                    "optimizer": [b[r].clone(memory_format=torch.contiguous_format) for b in opt.buffers],
+                    "global_rng": rngs[r],
                     "method": hooks.state(r),
                     "history": histories[r], "test_preds": [p[r].clone() for p in test_preds],
                     "val_preds": [p[r].clone() for p in val_preds], "batch_order": orders[r].get_state(),
