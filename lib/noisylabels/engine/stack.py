@@ -396,26 +396,27 @@ class _D2L(_Stacked):
         self.rng = [torch.Generator().manual_seed(job.run.seed + 1_000_003) for job in jobs]  # as D2L's
         self.lids, self.alpha = [[] for _ in jobs], [1.0] * len(jobs)
         self.turning_epoch, self.previous_state = [None] * len(jobs), [None] * len(jobs)
-        self._on_device = None  # alpha and turned as device tensors (batch_loss)
         for r, state in enumerate(saved or []):
             m = state["method"]
             self.rng[r].set_state(m["rng"])
             self.lids[r], self.alpha[r], self.turning_epoch[r], self.previous_state[r] = (
                 m["lids"], m["alpha"], m["turning_epoch"], m["previous_state"])
+        self._to_device(model.device)
+
+    def _to_device(self, device) -> None:
+        """alpha and whether each run has turned, as the device tensors batch_loss reads: made
+        where they change (here and in end_epoch), not every step."""
+        self.alpha_t, self.turned_t = (methods.from_host(torch.tensor(v), device)
+                                       for v in (self.alpha, [t is not None for t in self.turning_epoch]))
 
     def batch_loss(self, model, x, targets, idx, sizes=None):
         logits = model(x)
         plain = self._loss(logits, targets)
-        turned = [t is not None for t in self.turning_epoch]
-        if not any(turned):
+        if all(t is None for t in self.turning_epoch):
             return plain, logits
-        # the runs' numbers on the device once per epoch (they change in end_epoch only)
-        if self._on_device is None:
-            self._on_device = [methods.from_host(torch.tensor(v), logits.device) for v in (self.alpha, turned)]
-        alpha, turned = self._on_device
-        boot = bootstrap(logits.flatten(0, 1), targets.flatten(), alpha.repeat_interleave(targets.shape[1])[:, None],
-                         "hard").view_as(targets)
-        return torch.where(turned[:, None], boot, plain), logits
+        alpha = self.alpha_t.repeat_interleave(targets.shape[1])[:, None]
+        boot = bootstrap(logits.flatten(0, 1), targets.flatten(), alpha, "hard").view_as(targets)
+        return torch.where(self.turned_t[:, None], boot, plain), logits
 
     @torch.no_grad()
     def _lid(self, model, x) -> list[float]:
@@ -430,7 +431,7 @@ class _D2L(_Stacked):
         return torch.stack(per_batch).mean(0).tolist()
 
     def end_epoch(self, epoch, model, x, y, val_acc):
-        out, self._on_device = [], None
+        out = []
         for r, lid in enumerate(self._lid(model, x)):  # D2L.end_epoch, run by run
             lids = self.lids[r]
             lids.append(lid if math.isfinite(lid) and lid > 0 else (lids[-1] if lids else 0.0))
@@ -445,6 +446,7 @@ class _D2L(_Stacked):
             else:
                 self.alpha[r] = math.exp(-(epoch / self.epochs) * lids[-1] / min(lids[:-1]))
             out.append({"lid": lids[-1], "d2l_alpha": self.alpha[r]})
+        self._to_device(model.device)
         return out
 
     def state(self, r):
